@@ -61,7 +61,7 @@
  * those (the client sees CANCELLED) instead of letting them drain; matched
  * calls wait in our queue and are served during the drain. So post enough
  * for a burst: 16 per worker, at a few hundred bytes each. */
-#define RPC_DEFAULT_REQUESTS_PER_METHOD 16
+#define RPC_DEFAULT_REQUESTS_PER_METHOD 1
 /* Clients may send keepalive pings this often without being disconnected
  * (gRPC's server default allows one per 5 minutes, which makes a client
  * with a shorter keepalive get GOAWAY "too_many_pings"). */
@@ -172,7 +172,7 @@ void rpc_server_opts_default(struct rpc_server_opts *o)
   memset(o, 0, sizeof *o);
   o->listen = "127.0.0.1:0";
   o->n_threads = RPC_DEFAULT_THREADS;
-  o->n_cqs = 1;
+  o->n_cqs = 0;   /* one per worker */
   o->requests_per_method = RPC_DEFAULT_REQUESTS_PER_METHOD;
   o->max_message_bytes = JP_RPC_DEFAULT_MAX_MESSAGE_BYTES;
   o->arena_limit_bytes = RPC_DEFAULT_ARENA_LIMIT;
@@ -600,9 +600,14 @@ static void *worker_main(void *arg)
         atomic_fetch_sub(&s->outstanding, 1);
         continue;
       }
-      post_request(q, sl->mi);
-      if (sl->mi < 0) serve_unknown(sl);
+      /* Serve first, re-post after: while this worker is busy its queue
+       * holds no request for the method, so gRPC hands the next call of the
+       * same connection to another worker's queue instead of parking it
+       * behind this one (see server.h, "Threads"). */
+      int mi = sl->mi;
+      if (mi < 0) serve_unknown(sl);
       else serve(sl);
+      post_request(q, mi);
     } else {
       atomic_fetch_sub(&s->in_flight, 1);
       slot_recycle(sl);
@@ -658,7 +663,7 @@ int rpc_server_create(const struct rpc_method *methods, int n_methods,
   else rpc_server_opts_default(&o);
   if (!o.listen || !*o.listen) o.listen = "127.0.0.1:0";
   if (o.n_threads <= 0) o.n_threads = RPC_DEFAULT_THREADS;
-  if (o.n_cqs <= 0) o.n_cqs = 1;
+  if (o.n_cqs <= 0) o.n_cqs = o.n_threads;
   if (o.n_cqs > o.n_threads) o.n_cqs = o.n_threads;
   if (o.requests_per_method <= 0) o.requests_per_method = RPC_DEFAULT_REQUESTS_PER_METHOD;
   if (o.max_message_bytes == 0) o.max_message_bytes = JP_RPC_DEFAULT_MAX_MESSAGE_BYTES;

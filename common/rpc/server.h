@@ -18,22 +18,22 @@
  * Unknown methods are answered UNIMPLEMENTED. grpc.health.v1.Health/Check
  * is built in (see rpc_server_set_health).
  *
- * Threads: n_threads workers poll n_cqs completion queues (workers are
- * spread evenly over them), each queue with pre-posted requests for every
- * method (stack.md §2). A handler runs on the worker that received the call
- * and blocks only that worker. One more thread, the control thread, has its
- * own queue and serves health checks, methods flagged RPC_METHOD_CONTROL
- * and unknown methods, so probes are answered even when every worker is
- * busy with long calls.
+ * Threads: one completion queue per worker thread (DESIGN §5), each with
+ * one pre-posted request per method (stack.md §2). A handler runs on the
+ * worker that received the call and blocks only that worker. One more
+ * thread, the control thread, has its own queue and serves health checks,
+ * methods flagged RPC_METHOD_CONTROL and unknown methods, so probes are
+ * answered even when every worker is busy with long calls.
  *
- * Why n_cqs defaults to 1 (all workers on one queue) rather than one queue
- * per worker: gRPC matches the calls of a connection to the posted requests
- * of the queue that accepted the connection first, and moves on to other
- * queues only when that one has none left. With one client connection (a
- * coordinator) and a queue per worker, calls therefore pile up behind one
- * busy worker while the others idle (test_rpc_server shows two calls on
- * one worker of two). On a shared queue any idle worker takes the next
- * call. n_cqs = n_threads gives the queue-per-worker layout when wanted.
+ * Load balance: gRPC matches a connection's calls to the posted requests of
+ * the queue that accepted the connection first, and moves on to another
+ * queue only when that one has none left. A worker therefore re-posts its
+ * request only AFTER serving the call: while it is busy its queue offers
+ * nothing, and the next call of the same connection (a coordinator sends
+ * everything over one) goes to an idle worker's queue, or waits in gRPC
+ * until a worker is free. Re-posting first would park calls behind a busy
+ * worker while others idle. n_cqs < n_threads shares queues between
+ * workers; requests_per_method > 1 lets a queue accept calls ahead.
  *
  * Handlers have one signature:
  *
@@ -110,8 +110,8 @@ struct rpc_server_opts {
   const char *listen;                 /* "host:port" (port 0 = ephemeral); default 127.0.0.1:0 */
   int allow_remote;                   /* 0: refuse a listen address that is not loopback */
   int n_threads;                      /* worker threads; <= 0: 2 */
-  int n_cqs;                          /* completion queues they poll, 1..n_threads; <= 0: 1 */
-  int requests_per_method;            /* pre-posted per method per worker; <= 0: 16 */
+  int n_cqs;                          /* completion queues they poll, 1..n_threads; <= 0: one per worker */
+  int requests_per_method;            /* pre-posted per method per worker; <= 0: 1 */
   size_t max_message_bytes;           /* receive and send cap; 0: JP_RPC_DEFAULT_MAX_MESSAGE_BYTES */
   size_t arena_limit_bytes;           /* memory one call may take; 0: 256 MiB */
   int max_concurrent_streams;         /* per connection; 0: gRPC's default */

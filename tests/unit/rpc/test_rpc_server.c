@@ -30,6 +30,7 @@ typedef Japlaid__V1__ShardDeleteResponse ToyResp;
 #define TOY_RESP (&japlaid__v1__shard_delete_response__descriptor)
 
 static atomic_int spin_stopped_with;     /* the code rpc_ctx_check gave "spin" */
+static atomic_int meet_arrived;          /* handlers inside "meet" */
 static atomic_int spin_running;
 static atomic_int app_seen;              /* handlers saw the app pointer */
 static int app_token = 7;
@@ -54,6 +55,12 @@ static int h_echo(struct rpc_ctx *rc, const ProtobufCMessage *req, ProtobufCMess
       while ((code = rpc_ctx_check(rc)) == 0) jp_sleep_ms(5);
       atomic_store(&spin_stopped_with, code);
       return code;
+    } else if (strcmp(s, "meet") == 0) {
+      /* Wait (up to 20 s) until a second call is inside a handler too:
+       * answers 1 only if two workers held calls at the same time. */
+      atomic_fetch_add(&meet_arrived, 1);
+      for (int w = 0; w < 4000 && atomic_load(&meet_arrived) < 2; w++) jp_sleep_ms(5);
+      out->n_deleted = atomic_load(&meet_arrived) >= 2;
     } else if (strcmp(s, "rid") == 0) {
       size_t len = 0;
       const char *v = rpc_ctx_metadata(rc, "x-request-id", &len);
@@ -628,6 +635,52 @@ static void server_shutdown_cancels_after_grace(void **state)
   rpc_client_destroy(cli);
 }
 
+/* Two calls over ONE connection reach two workers at once: a busy worker's
+ * queue offers no request, so gRPC routes the second call elsewhere. */
+static void server_spreads_one_connection_over_workers(void **state)
+{
+  (void)state;
+  enum { N = 2 };
+  rpc_server *s = start_server(2, 0);
+  char addr[64];
+  snprintf(addr, sizeof addr, "%s", rpc_server_address(s));
+  rpc_client *cli;
+  assert_int_equal(rpc_client_create(NULL, &cli), 0);
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+  const char *id[] = {"meet"};
+  ToyReq reqs[N];
+  rpc_call *calls[N];
+  struct rpc_call_opts co = {rpc_deadline_in_ms(60000), -1, NULL, NULL};
+  atomic_store(&meet_arrived, 0);
+  for (int i = 0; i < N; i++) {
+    japlaid__v1__shard_delete_request__init(&reqs[i]);
+    reqs[i].n_document_ids = 1;
+    reqs[i].document_ids = (char **)id;
+    assert_int_equal(rpc_call_start(cli, addr, "/test.Toy/Echo", &reqs[i].base, &co, cq,
+                                    (void *)(uintptr_t)(i + 1), &calls[i]),
+                     0);
+  }
+  for (int k = 0; k < N; k++) {
+    grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    assert_int_equal(ev.type, GRPC_OP_COMPLETE);
+    int i = (int)(uintptr_t)ev.tag - 1;
+    ProtobufCMessage *m = NULL;
+    grpc_status_code st;
+    assert_int_equal(rpc_call_result(calls[i], TOY_RESP, NULL, &m, &st), 0);
+    assert_int_equal(st, GRPC_STATUS_OK);
+    assert_int_equal(((ToyResp *)m)->n_deleted, 1);
+    protobuf_c_message_free_unpacked(m, NULL);
+    rpc_call_destroy(calls[i]);
+  }
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN) {}
+  grpc_completion_queue_destroy(cq);
+  rpc_server_shutdown(s, 5000);
+  rpc_server_destroy(s);
+  rpc_client_destroy(cli);
+}
+
 int main(void)
 {
   /* Expected failures log at warn; keep the test output readable. */
@@ -642,6 +695,7 @@ int main(void)
     cmocka_unit_test(server_oversized_request_is_resource_exhausted),
     cmocka_unit_test(server_health_check),
     cmocka_unit_test(server_many_concurrent_calls),
+    cmocka_unit_test(server_spreads_one_connection_over_workers),
     cmocka_unit_test(server_async_handler),
     cmocka_unit_test(server_request_id_metadata),
   };
