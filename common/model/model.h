@@ -63,6 +63,10 @@ struct jp_model_opts {
 
 void jp_model_opts_default(struct jp_model_opts *o);
 
+/* GPUs the CUDA encoder backend can use in this process (0 when the build
+ * has no CUDA backend, or there is no driver or device). */
+int jp_model_gpu_count(void);
+
 typedef struct jp_model jp_model;
 
 int  jp_model_open(const char *dir, const struct jp_model_opts *opts, jp_model **out);

@@ -247,13 +247,17 @@ static int call_start_bb(rpc_client *c, const char *addr, const char *method,
   ops[5].data.recv_status_on_client.trailing_metadata = &k->md_trailing;
   ops[5].data.recv_status_on_client.status = &k->status;
   ops[5].data.recv_status_on_client.status_details = &k->details;
+  /* *out is written BEFORE the batch starts: once gRPC has the batch, the
+   * event can come out of `cq` on another thread at once (connection
+   * refused is instant), and that thread must already find the call. */
+  *out = k;
   grpc_call_error e = grpc_call_start_batch(k->call, ops, 6, tag, NULL);
   if (e != GRPC_CALL_OK) {
+    *out = NULL;
     call_free(k);
     return jp_err(JP_ERPC, "gRPC refused the call to %s at %s (grpc_call_error %d)", method, addr,
                   (int)e);
   }
-  *out = k;
   return 0;
 }
 

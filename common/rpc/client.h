@@ -85,7 +85,9 @@ typedef struct rpc_call rpc_call;
  * The completion comes out of `cq` with tag `tag`; then read it with
  * rpc_call_result / rpc_call_status and free it with rpc_call_destroy.
  * Returns 0 and *out, or JP_EINVAL / JP_ENOMEM / JP_ERPC (gRPC refused the
- * batch: no event will come, nothing to destroy). */
+ * batch: no event will come, nothing to destroy). *out is set before the
+ * call starts, so a thread polling `cq` that gets the event at once already
+ * finds it (pass the address of the slot the poller reads). */
 int rpc_call_start(rpc_client *c, const char *addr, const char *method,
                    const ProtobufCMessage *req, const struct rpc_call_opts *o,
                    grpc_completion_queue *cq, void *tag, rpc_call **out);
