@@ -43,8 +43,10 @@ static inline size_t jp_codec_packed_bytes(const struct jp_codec *c)
   return (size_t)c->dim * (size_t)c->nbits / 8;
 }
 
-/* Nearest centroid (max inner product) of n vectors: codes[n]. One sgemm
- * per block of vectors; rows split over the pool. */
+/* Nearest centroid (max inner product) of n vectors: codes[n]; ties go to
+ * the smaller centroid. A fused AVX2 dot-product + argmax kernel per block
+ * of vectors (no score matrix in memory, no BLAS threads competing with the
+ * pool); rows split over the pool. */
 int jp_codec_assign(const struct jp_codec *c, const float *vecs, size_t n, jp_pool *pool,
                     uint32_t *codes);
 

@@ -8,10 +8,12 @@
  * to 50k passages, 10 up to 100k, else 4.
  *
  * k-means: plain L2 (Lloyd), seeded init (distinct random sample points),
- * assignment by one sgemm per block (|c|^2 - 2 x.c), empty clusters re-seeded
- * from the points farthest from their centroid, centroids L2-normalised at
- * the end. Distributed use (MPI): every rank holds its own points and the
- * SAME initial centroids; after each local accumulation, `reduce` (if not
+ * assignment by one fused kernel per block (|c|^2 - 2 x.c), empty clusters
+ * re-seeded by splitting a cluster drawn in proportion to its size from a
+ * seeded stream (a choice every MPI rank makes identically from global
+ * counts), centroids L2-normalised at the end.
+ * Distributed use (MPI): every rank holds its own points and the SAME
+ * initial centroids; after each local accumulation, `reduce` (if not
  * NULL) must sum sums[k*dim], counts[k] and the objective across ranks in
  * place (MPI_Allreduce); all ranks then compute identical centroids.
  *
@@ -48,7 +50,8 @@ typedef int (*jp_kmeans_reduce_fn)(void *ctx, float *sums, int64_t *counts, size
 typedef void (*jp_kmeans_progress_fn)(void *ctx, int iter, int iters, double objective);
 
 struct jp_kmeans_opts {
-  int k;                         /* clusters; if k > n (total points), k = n */
+  int k;                         /* clusters; if k > n, k = n (single process; with
+                                    reduce, n is per rank and k stays) */
   int iters;                     /* Lloyd iterations */
   uint64_t seed;                 /* init sample; same seed + same points = same result */
   jp_pool *pool;

@@ -113,7 +113,9 @@ struct jp_part_stats {
 };
 void jp_part_get_stats(const jp_part *p, struct jp_part_stats *out);
 
-/* Passage ids of a document (into out[cap]); *n = how many exist. */
+/* Passage ids of a document (into out[cap]), in insertion order; *n = how
+ * many exist (0 for an unknown document). JP_ETOOBIG when cap < *n (the
+ * first cap are written). */
 int jp_part_doc_pids(const jp_part *p, const char *doc_id, size_t len, uint64_t *out,
                      int cap, int *n);
 
