@@ -35,6 +35,8 @@ struct jp_corpus_opts {
   int skip_bad;                   /* 1: skip bad lines (counted, logged); 0: fail */
   uint64_t begin, end;            /* byte range; end 0 = to EOF */
   size_t max_line_bytes;          /* 0: 64 MiB */
+  int quiet;                      /* 1: count skipped lines without logging them
+                                   * (a later pass over a file already reported) */
 };
 
 typedef struct jp_corpus jp_corpus;

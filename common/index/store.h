@@ -4,7 +4,8 @@
  * RocksDB is the durable truth. One database per partition directory, with
  * column families (all integers big-endian so keys sort numerically):
  *   meta      "schema" -> u32 schema version (JP_STORE_SCHEMA);
- *             "model"  -> JSON {"name","identity"};
+ *             "model"  -> JSON {"name","identity","path"};
+ *             "settings" -> the build's settings JSON (jp_store_meta);
  *             "codec"  -> dim, nbits, ncentroids, cutoffs, weights, avg_residual;
  *             "centroids" -> f32 [ncentroids, dim] (identical in every partition);
  *             "partition" -> JSON {"id","count"};  "next_pid" -> u64; counters.
@@ -22,7 +23,9 @@
  *
  * Opening loads the hot structures into a jp_part (codes, IVF, doclens,
  * document table; residuals too unless residuals_in_memory is 0, in which
- * case the final stage reads them through RocksDB's block cache). Every
+ * case the final stage reads them through RocksDB's block cache -- not
+ * implemented yet: jp_part has no read-through hook, so 0 is refused with
+ * JP_EUNSUPPORTED). Every
  * write is one RocksDB WriteBatch (WAL, fsync'ed when opts.sync) and is
  * applied to the jp_part only after it committed, under a write lock;
  * searches take the read lock. So an acknowledged write survives kill -9,
@@ -52,6 +55,13 @@ struct jp_store_meta {
   char model_identity[33];
   uint32_t partition_id;          /* 0-based */
   uint32_t n_partitions;          /* >= 1 */
+  /* Recorded at build for tools, never interpreted by the store ("" = none):
+   * the model directory the index was built with (so `japlaid search` can
+   * find the model without --model; the identity check still applies) and
+   * the build's settings as a JSON object (passage splitting, so `japlaid
+   * add` splits new documents the same way). */
+  char model_path[1024];
+  char settings_json[512];
 };
 
 struct jp_store_opts {
@@ -130,7 +140,9 @@ struct jp_store_stats {
   uint64_t cf_bytes[5];           /* meta, passages, ivf, docs, docids (live SST + memtable) */
   uint64_t total_bytes;
   double bytes_per_embedding;     /* total_bytes / n_embeddings */
-  double codebook_drift;          /* mean residual norm of recent writes / at build (1 = no drift) */
+  double codebook_drift;          /* mean residual norm of live writes / at build (1 = no drift);
+                                   * NaN when there is nothing to compare (no
+                                   * bulk-built vectors, or no live writes yet) */
 };
 extern const char *const jp_store_cf_names[5];
 int jp_store_get_stats(jp_store *s, struct jp_store_stats *out);

@@ -1,0 +1,339 @@
+/* cmd_search.c: `japlaid search` -- query an index with no server
+ * (index/store.h + model/model.h). One JSON line per query on stdout, in
+ * input order:
+ *   {"qid": "...", "results": [{"content", "score", "rank", "document_id",
+ *    "passage_id", "document_metadata"}, ...]}
+ * ("qid" only when the input gave one; "document_metadata" only when the
+ * document has metadata), as RAGatouille's result fields.
+ *
+ * Also defines cli_search_opt(), the PLAID option parser that `japlaid
+ * eval` shares. */
+#include "cli.h"
+#include "index/build.h"
+#include "index/store.h"
+#include "model/model.h"
+#include "util/arena.h"
+#include "util/err.h"
+#include "util/json.h"
+#include "util/mem.h"
+#include "util/pool.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Queries encoded together: the encoder batches them; 64 x 32 x 128 floats
+ * is 1 MiB of query vectors. */
+#define QUERY_CHUNK 64
+/* Result strings per query are bounded by k * passage size; a 256 MiB
+ * arena cap stops a pathological index from eating the machine. */
+#define SEARCH_ARENA_LIMIT ((size_t)256 << 20)
+
+static const char *const usage_text =
+  "usage: japlaid search --index DIR [-k K] [--exhaustive] [--doc-ids a,b,...]\n"
+  "                      [--filter key=value]... [--ncells N]\n"
+  "                      [--centroid-score-threshold T] [--ndocs N] [--model DIR]\n"
+  "                      [--threads N] [\"query\"]\n"
+  "\n"
+  "Searches with the query given as the last argument, or else with one query\n"
+  "per stdin line (\"query\" or \"qid<TAB>query\"). Prints one JSON line per query:\n"
+  "  {\"qid\":...,\"results\":[{\"content\",\"score\",\"rank\",\"document_id\",\n"
+  "   \"passage_id\",\"document_metadata\"},...]}\n"
+  "  -k K                     results per query (default 10)\n"
+  "  --exhaustive             exact MaxSim over every passage (no PLAID stages)\n"
+  "  --doc-ids a,b            only these documents (repeatable)\n"
+  "  --filter key=value       only documents whose metadata has key == value\n"
+  "  --ncells, --centroid-score-threshold, --ndocs: PLAID knobs (default by k:\n"
+  "      k<=10: 1, 0.5, 256; k<=100: 2, 0.45, 1024; else 4, 0.4, max(4k, 4096))\n"
+  "  --model DIR              model to encode queries (default: the one the index\n"
+  "                           was built with; another model is refused)\n";
+
+/* Shared with cmd_eval.c. Parses the PLAID options at argv[*i]: returns 1
+ * (consumed, *i advanced past a value), 0 (not a search option) or
+ * CLI_USAGE. */
+int cli_search_opt(const char *cmd, int argc, char **argv, int *i, struct jp_search_params *p);
+int cli_search_opt(const char *cmd, int argc, char **argv, int *i, struct jp_search_params *p)
+{
+  const char *a = argv[*i], *val = *i + 1 < argc ? argv[*i + 1] : NULL;
+  long v;
+  double d;
+  if (!strcmp(a, "-k") || !strcmp(a, "--k")) {
+    if (cli_parse_int(cmd, a, val, 1, JP_MAX_K, &v)) return CLI_USAGE;
+    p->k = (int)v;
+  } else if (!strcmp(a, "--ncells")) {
+    if (cli_parse_int(cmd, a, val, 1, 1 << 20, &v)) return CLI_USAGE;
+    p->ncells = (int)v;
+  } else if (!strcmp(a, "--ndocs")) {
+    if (cli_parse_int(cmd, a, val, 1, JP_MAX_NDOCS, &v)) return CLI_USAGE;
+    p->ndocs = (int)v;
+  } else if (!strcmp(a, "--centroid-score-threshold")) {
+    if (cli_parse_float(cmd, a, val, -1.0, 1.0, &d)) return CLI_USAGE;
+    p->centroid_score_threshold = (float)d;
+  } else if (!strcmp(a, "--exhaustive")) {
+    p->exhaustive = 1;
+    return 1;
+  } else {
+    return 0;
+  }
+  (*i)++;
+  return 1;
+}
+
+struct restrict_args {
+  char **doc_ids;
+  int n_doc_ids;
+  struct jp_filter *filters;
+  int n_filters;
+};
+
+static void restrict_free(struct restrict_args *r)
+{
+  for (int i = 0; i < r->n_doc_ids; i++) jp_free(r->doc_ids[i]);
+  jp_free(r->doc_ids);
+  for (int i = 0; i < r->n_filters; i++) jp_free((char *)r->filters[i].key);
+  jp_free(r->filters);
+}
+
+static int add_doc_ids(struct restrict_args *r, const char *list)
+{
+  const char *p = list;
+  for (;;) {
+    const char *c = strchr(p, ',');
+    size_t len = c ? (size_t)(c - p) : strlen(p);
+    if (len) {
+      char **nv = jp_realloc(r->doc_ids, (size_t)(r->n_doc_ids + 1) * sizeof *nv);
+      if (!nv) return JP_ENOMEM;
+      r->doc_ids = nv;
+      if (!(r->doc_ids[r->n_doc_ids] = jp_strndup(p, len))) return JP_ENOMEM;
+      r->n_doc_ids++;
+    }
+    if (!c) return 0;
+    p = c + 1;
+  }
+}
+
+static int add_filter(struct restrict_args *r, const char *kv)
+{
+  const char *eq = strchr(kv, '=');
+  struct jp_filter *nv;
+  char *key;
+  if (!eq || eq == kv) return JP_EINVAL;
+  nv = jp_realloc(r->filters, (size_t)(r->n_filters + 1) * sizeof *nv);
+  if (!nv) return JP_ENOMEM;
+  r->filters = nv;
+  /* One allocation: "key\0value". */
+  if (!(key = jp_strdup(kv))) return JP_ENOMEM;
+  key[eq - kv] = '\0';
+  r->filters[r->n_filters].key = key;
+  r->filters[r->n_filters].value = key + (eq - kv) + 1;
+  r->n_filters++;
+  return 0;
+}
+
+static int write_results(struct jp_buf *b, const char *qid, size_t qid_len,
+                         const struct jp_result *res, int n)
+{
+  int rc = jp_buf_putc(b, '{');
+  if (!rc && qid) {
+    rc = jp_buf_puts(b, "\"qid\":");
+    if (!rc) rc = jp_buf_json_str(b, qid, qid_len);
+    if (!rc) rc = jp_buf_putc(b, ',');
+  }
+  if (!rc) rc = jp_buf_puts(b, "\"results\":[");
+  for (int i = 0; i < n && !rc; i++) {
+    if (i) rc = jp_buf_putc(b, ',');
+    if (!rc) rc = jp_buf_puts(b, "{\"content\":");
+    if (!rc) rc = jp_buf_json_str(b, res[i].content, res[i].content_len);
+    if (!rc) rc = jp_buf_puts(b, ",\"score\":");
+    if (!rc) rc = jp_buf_json_float(b, res[i].score);
+    if (!rc) rc = jp_buf_printf(b, ",\"rank\":%d,\"document_id\":", res[i].rank);
+    if (!rc) rc = jp_buf_json_str(b, res[i].document_id, strlen(res[i].document_id));
+    if (!rc) rc = jp_buf_printf(b, ",\"passage_id\":%" PRIu64, res[i].passage_id);
+    if (!rc && res[i].metadata_json) {
+      rc = jp_buf_puts(b, ",\"document_metadata\":");
+      if (!rc) rc = jp_buf_puts(b, res[i].metadata_json);
+    }
+    if (!rc) rc = jp_buf_putc(b, '}');
+  }
+  if (!rc) rc = jp_buf_puts(b, "]}\n");
+  return rc;
+}
+
+struct query {
+  char *qid;                    /* NULL when the input had none */
+  size_t qid_len;
+  char *text;
+  size_t len;
+};
+
+static int run_chunk(jp_store *s, jp_encoder *enc, jp_pool *pool,
+                     const struct jp_model_info *info, struct query *qs, int n,
+                     const struct jp_search_params *sp,
+                     const struct jp_restrict *r, float *Q, struct jp_arena *a, struct jp_buf *b)
+{
+  const char *texts[QUERY_CHUNK];
+  size_t lens[QUERY_CHUNK];
+  size_t qsz = (size_t)info->colbert.query_maxlen * (size_t)info->colbert.dim;
+  int rc;
+
+  for (int i = 0; i < n; i++) {
+    texts[i] = qs[i].text;
+    lens[i] = qs[i].len;
+  }
+  if ((rc = jp_encode_queries(enc, texts, lens, n, Q)) < 0) return rc;
+  for (int i = 0; i < n; i++) {
+    struct jp_result *res;
+    int nr;
+    jp_arena_reset(a);
+    if ((rc = jp_store_search(s, Q + (size_t)i * qsz, info->colbert.query_maxlen, sp, r, pool, a,
+                              &res, &nr)) < 0)
+      return rc;
+    jp_buf_reset(b);
+    if ((rc = write_results(b, qs[i].qid, qs[i].qid_len, res, nr)) < 0) return rc;
+    fwrite(b->data, 1, b->len, stdout);
+  }
+  fflush(stdout);
+  return 0;
+}
+
+int cmd_search(int argc, char **argv)
+{
+  struct jp_search_params sp = {10, 0, NAN, 0, 0};
+  struct restrict_args ra = {0};
+  struct jp_restrict rs = {0};
+  struct jp_store_opts so;
+  struct jp_model_opts mo;
+  const char *index_dir = NULL, *model_dir = NULL, *query = NULL;
+  jp_store *s = NULL;
+  jp_model *m = NULL;
+  jp_encoder *enc = NULL;
+  jp_pool *pool = NULL;
+  const struct jp_model_info *info;
+  struct query qs[QUERY_CHUNK];
+  struct jp_arena arena;
+  struct jp_buf out;
+  float *Q = NULL;
+  char *line = NULL;
+  size_t line_cap = 0;
+  long v;
+  int rc = 0, nq = 0, ret = CLI_OK;
+  uint64_t line_no = 0;
+
+  jp_store_opts_default(&so);
+  so.read_only = 1;
+  jp_model_opts_default(&mo);
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+    int k;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      fputs(usage_text, stdout);
+      restrict_free(&ra);
+      return CLI_OK;
+    }
+    if ((k = cli_search_opt("search", argc, argv, &i, &sp)) != 0) {
+      if (k == CLI_USAGE) { restrict_free(&ra); return CLI_USAGE; }
+      continue;
+    }
+    if (!strcmp(a, "--index") && val) {
+      index_dir = argv[++i];
+    } else if (!strcmp(a, "--model") && val) {
+      model_dir = argv[++i];
+    } else if (!strcmp(a, "--threads")) {
+      if (cli_parse_int("search", a, val, 1, 1024, &v)) { restrict_free(&ra); return CLI_USAGE; }
+      mo.n_threads = (int)v;
+      i++;
+    } else if (!strcmp(a, "--doc-ids") && val) {
+      if (add_doc_ids(&ra, argv[++i]) < 0) { restrict_free(&ra); return cli_fail("search", JP_ENOMEM); }
+    } else if (!strcmp(a, "--filter") && val) {
+      if (add_filter(&ra, argv[++i]) < 0) {
+        restrict_free(&ra);
+        return cli_usage_error("search", "--filter wants key=value, got '%s'", argv[i]);
+      }
+    } else if (a[0] == '-' && a[1]) {
+      restrict_free(&ra);
+      return cli_usage_error("search", "unknown option %s (or it needs a value)", a);
+    } else if (!query) {
+      query = a;
+    } else {
+      restrict_free(&ra);
+      return cli_usage_error("search", "more than one query given (quote the query)");
+    }
+  }
+  if (!index_dir) { restrict_free(&ra); return cli_usage_error("search", "--index is required"); }
+  rs.doc_ids = (const char *const *)ra.doc_ids;
+  rs.n_doc_ids = ra.n_doc_ids;
+  rs.filters = ra.filters;
+  rs.n_filters = ra.n_filters;
+  if (ra.n_doc_ids == 0 && ra.doc_ids == NULL) rs.doc_ids = NULL;
+
+  jp_arena_init(&arena, 0, SEARCH_ARENA_LIMIT);
+  jp_buf_init(&out, 0);
+  if ((rc = jp_index_open_with_model(index_dir, model_dir, &so, &mo, &s, &m)) < 0) goto fail;
+  info = jp_model_get_info(m);
+  if ((rc = jp_encoder_create(m, &enc)) < 0 || (rc = jp_pool_create(mo.n_threads, &pool)) < 0)
+    goto fail;
+  Q = jp_malloc((size_t)QUERY_CHUNK * (size_t)info->colbert.query_maxlen *
+                (size_t)info->colbert.dim * sizeof *Q);
+  if (!Q) { rc = JP_ENOMEM; goto fail; }
+
+  if (query) {
+    qs[0] = (struct query){NULL, 0, (char *)query, strlen(query)};
+    rc = run_chunk(s, enc, pool, info, qs, 1, &sp, &rs, Q, &arena, &out);
+    if (rc < 0) goto fail;
+  } else {
+    ssize_t len;
+    while ((len = getline(&line, &line_cap, stdin)) >= 0) {
+      char *tab, *text = line;
+      line_no++;
+      while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+      if (len == 0) continue;
+      qs[nq].qid = NULL;
+      qs[nq].qid_len = 0;
+      if ((tab = memchr(line, '\t', (size_t)len))) {
+        qs[nq].qid = jp_strndup(line, (size_t)(tab - line));
+        qs[nq].qid_len = (size_t)(tab - line);
+        text = tab + 1;
+      }
+      qs[nq].len = (size_t)(line + len - text);
+      qs[nq].text = jp_strndup(text, qs[nq].len);
+      if (!qs[nq].text || (tab && !qs[nq].qid)) {
+        jp_free(qs[nq].qid);
+        jp_free(qs[nq].text);
+        rc = JP_ENOMEM;
+        goto fail;
+      }
+      if (++nq == QUERY_CHUNK) {
+        rc = run_chunk(s, enc, pool, info, qs, nq, &sp, &rs, Q, &arena, &out);
+        for (int i = 0; i < nq; i++) { jp_free(qs[i].qid); jp_free(qs[i].text); }
+        nq = 0;
+        if (rc < 0) {
+          fprintf(stderr, "japlaid search: in the queries up to stdin line %" PRIu64 ":\n", line_no);
+          goto fail;
+        }
+      }
+    }
+    if (nq) {
+      rc = run_chunk(s, enc, pool, info, qs, nq, &sp, &rs, Q, &arena, &out);
+      for (int i = 0; i < nq; i++) { jp_free(qs[i].qid); jp_free(qs[i].text); }
+      nq = 0;
+      if (rc < 0) goto fail;
+    }
+  }
+  goto done;
+fail:
+  for (int i = 0; i < nq; i++) { jp_free(qs[i].qid); jp_free(qs[i].text); }
+  ret = cli_fail("search", rc);
+done:
+  free(line);
+  jp_free(Q);
+  jp_encoder_destroy(enc);
+  jp_pool_destroy(pool);
+  jp_model_close(m);
+  jp_store_close(s);
+  jp_arena_fini(&arena);
+  jp_buf_fini(&out);
+  restrict_free(&ra);
+  return ret;
+}
