@@ -152,10 +152,10 @@ static int cmd_info(int argc, char **argv)
     snprintf(eb, sizeof eb, "%g", (double)c->layer_norm_eps);
     double eps = strtod(eb, NULL);
     json_t *j = json_pack(
-      "{s:s, s:s, s:s, s:s, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f}, "
+      "{s:s, s:s, s:s, s:s, s:s, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f}, "
       "s:{s:i, s:i, s:i, s:s, s:i, s:s, s:i, s:b, s:b}, s:{s:s, s:s, s:b}, s:I}",
       "kind", in->kind == JP_MODEL_BERT ? "bert" : "static", "name", in->name, "identity",
-      in->identity, "dtype", in->dtype,
+      in->identity, "checkpoint_identity", in->checkpoint_identity, "dtype", in->dtype,
       "config", "vocab_size", c->vocab_size, "hidden", c->hidden, "layers", c->layers, "heads",
       c->heads, "intermediate", c->intermediate, "max_position", c->max_position, "type_vocab",
       c->type_vocab, "layer_norm_eps", eps,
@@ -177,7 +177,7 @@ static int cmd_info(int argc, char **argv)
   } else {
     printf("kind:        %s\n", in->kind == JP_MODEL_BERT ? "bert" : "static");
     printf("name:        %s\n", in->name);
-    printf("identity:    %s\n", in->identity);
+    printf("identity:    %s (checkpoint %s)\n", in->identity, in->checkpoint_identity);
     printf("dtype:       %s\n", in->dtype);
     if (in->kind == JP_MODEL_BERT)
       printf("config:      vocab %d, hidden %d, layers %d, heads %d, intermediate %d, "

@@ -25,6 +25,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* A config or metadata file larger than this is not one (real ones are a
  * few kB); the bound keeps a wrong path from being read whole. */
@@ -188,6 +189,35 @@ static void hash_part(struct jp_hasher *h, const char *label, const void *data, 
   jp_hasher_update(h, label, strlen(label) + 1);
   jp_hasher_update(h, lb, 8);
   jp_hasher_update(h, data, len);
+}
+
+/* The tokenizer's part of the identity: dictionary family, lite-compat, the
+ * dictionary's dicrc and the sizes of its compiled files (hashing the files
+ * themselves would read ~800 MB of UniDic at every open; a different build
+ * of a dictionary changes their sizes). */
+static int hash_tokenizer(struct jp_hasher *h, const jp_tok *t)
+{
+  static const char *const files[] = {"sys.dic", "matrix.bin", "char.bin", "unk.dic"};
+  const char *dir = jp_tok_dicdir(t);
+  char path[4096], line[64];
+  char *rc_b = NULL;
+  size_t rc_n = 0;
+  int n = snprintf(line, sizeof line, "kind=%d lite=%d", (int)jp_tok_dict_kind(t),
+                   jp_tok_lite_compat(t));
+  hash_part(h, "tokenizer", line, (size_t)n);
+  if (jp_path_join(path, sizeof path, dir, "dicrc") == 0 &&
+      jp_read_file(path, 1 << 20, &rc_b, &rc_n) == 0) {
+    hash_part(h, "dicrc", rc_b, rc_n);
+    jp_free(rc_b);
+  }
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    struct stat st;
+    if (jp_path_join(path, sizeof path, dir, files[i]) != 0 || stat(path, &st) != 0) continue;
+    n = snprintf(line, sizeof line, "%lld", (long long)st.st_size);
+    hash_part(h, files[i], line, (size_t)n);
+  }
+  jp_err_clear();   /* a missing optional file is not this open's error */
+  return 0;
 }
 
 /* ---- open ---------------------------------------------------------------------- */
@@ -363,7 +393,13 @@ int jp_model_open(const char *dir, const struct jp_model_opts *opts, jp_model **
   hash_part(h, "artifact.metadata", meta_b, meta_n);
   hash_part(h, m->info.kind == JP_MODEL_BERT ? "linear.weight" : "embedding", proj->data,
             proj->nbytes);
-  jp_hasher_hex(h, m->info.identity);
+  {
+    /* The files alone: a copy of the state so far, finished now. */
+    struct jp_hasher *hc = jp_hasher_copy(h);
+    if (!hc) { rc = JP_ENOMEM; goto out; }
+    jp_hasher_hex(hc, m->info.checkpoint_identity);
+    jp_hasher_destroy(hc);
+  }
 
   /* Nothing points into the mapping any more: give it back. */
   int views = 0;
@@ -397,6 +433,12 @@ int jp_model_open(const char *dir, const struct jp_model_opts *opts, jp_model **
   rc = jp_tok_create(vocab, &to, &m->tok);   /* owns vocab from here, also on failure */
   vocab = NULL;
   if (rc) goto out;
+  /* The identity covers the tokenizer too: the same checkpoint with another
+   * MeCab dictionary or without lite-compat produces other ids, and an
+   * index built one way must not be searched the other way. */
+  rc = hash_tokenizer(h, m->tok);
+  if (rc) goto out;
+  jp_hasher_hex(h, m->info.identity);
 
   rc = model__backend_prepare(m);
   if (rc) goto out;

@@ -16,9 +16,12 @@
  * vector per vocabulary id, the special and marker tokens map to zero).
  *
  * The model identity is a hash over config.json, vocab.txt,
- * artifact.metadata and the projection (or static table) bytes: two
- * checkpoints that encode differently never share it. Index partitions
- * store it and refuse to open with another model.
+ * artifact.metadata, the projection (or static table) bytes and the
+ * tokenizer set-up (MeCab dictionary, lite-compat): two set-ups that encode
+ * differently never share it. Index partitions store it and refuse to open
+ * with another model; shards refuse a coordinator with another. The
+ * checkpoint identity is the same hash without the tokenizer part (it names
+ * the files alone).
  *
  * Thread-safety: a jp_model is immutable after open and shared by all
  * threads; each encoding thread creates its own jp_encoder. */
@@ -47,6 +50,7 @@ struct jp_model_info {
   enum jp_model_kind kind;
   char name[128];                /* _name_or_path / model_name, else the directory name */
   char identity[33];             /* see above; 32 hex chars */
+  char checkpoint_identity[33];  /* the checkpoint files alone */
   char dtype[8];                 /* "F32", "F16", "BF16" as stored */
   struct bert_config bert;       /* zeroed for the static model except vocab_size/out_dim */
   struct jp_colbert_cfg colbert;

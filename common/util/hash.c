@@ -34,6 +34,14 @@ void jp_hasher_update(struct jp_hasher *h, const void *data, size_t len)
   XXH3_128bits_update(&h->st, data, len);
 }
 
+struct jp_hasher *jp_hasher_copy(const struct jp_hasher *h)
+{
+  struct jp_hasher *c = jp_aligned_alloc(sizeof *c);
+  if (!c) return NULL;
+  XXH3_copyState(&c->st, &h->st);
+  return c;
+}
+
 void jp_hasher_hex(struct jp_hasher *h, char out[33])
 {
   XXH128_hash_t d = XXH3_128bits_digest(&h->st);

@@ -20,6 +20,9 @@ struct jp_hasher;
 struct jp_hasher *jp_hasher_create(void);
 void jp_hasher_update(struct jp_hasher *h, const void *data, size_t len);
 void jp_hasher_hex(struct jp_hasher *h, char out[33]);
+/* A copy of h's state (NULL when out of memory): hash a common prefix once,
+ * finish two digests. */
+struct jp_hasher *jp_hasher_copy(const struct jp_hasher *h);
 void jp_hasher_destroy(struct jp_hasher *h);
 
 /* splitmix64: the seeded PRNG used wherever results must be reproducible

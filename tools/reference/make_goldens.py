@@ -129,7 +129,7 @@ def main():
         run(cmd)
         info = json.loads(run([a.japlaid, "model", "info", rnd, "--json"]))
         q, d = encode_set(a.japlaid, rnd, QUERIES, DOCS + [long_doc(a.data_dir)])
-        models = [{"kind": "random", "spec": s, "identity": info["identity"],
+        models = [{"kind": "random", "spec": s, "identity": info["checkpoint_identity"],
                    "queries": q, "docs": d}]
 
         st = os.path.join(tmp, "static")
@@ -137,7 +137,7 @@ def main():
              "--dim", str(STATIC_SPEC["dim"]), "--seed", str(STATIC_SPEC["seed"])])
         sinfo = json.loads(run([a.japlaid, "model", "info", st, "--json"]))
         q, d = encode_set(a.japlaid, st, STATIC_QUERIES, STATIC_DOCS)
-        models.append({"kind": "static", "spec": STATIC_SPEC, "identity": sinfo["identity"],
+        models.append({"kind": "static", "spec": STATIC_SPEC, "identity": sinfo["checkpoint_identity"],
                        "queries": q, "docs": d})
 
     golden = {

@@ -246,6 +246,23 @@ static void identity_is_deterministic_and_tells_models_apart(void **state)
   assert_string_not_equal(ida, idc);     /* another seed */
   assert_string_not_equal(ida, ids1);    /* static vs random */
   assert_string_not_equal(ids1, ids2);   /* static seeds */
+
+  /* The tokenizer set-up is part of the identity, not of the checkpoint's:
+   * lite-compat on and off encode differently. */
+  char lite_on[33], lite_off[33], ck_on[33], ck_off[33];
+  for (int lite = 0; lite <= 1; lite++) {
+    struct jp_model_opts o;
+    jp_model_opts_default(&o);
+    o.lite_compat = lite;
+    jp_model *m;
+    assert_int_equal(jp_model_open(a, &o, &m), 0);
+    memcpy(lite ? lite_on : lite_off, jp_model_get_info(m)->identity, 33);
+    memcpy(lite ? ck_on : ck_off, jp_model_get_info(m)->checkpoint_identity, 33);
+    jp_model_close(m);
+  }
+  assert_string_not_equal(lite_on, lite_off);
+  assert_string_equal(ck_on, ck_off);
+  assert_string_not_equal(ck_on, lite_on);
 }
 
 /* ---- the static model ------------------------------------------------------------------ */
