@@ -6,8 +6,9 @@
  * provably cannot change (below); (2) per-cluster sums and counts, kept in
  * double from one iteration to the next and updated only for the points
  * that changed cluster (one streaming pass over x in the first iteration);
- * (3) the reduce hook (MPI) on their float copies; (4) new centroids =
- * sums / counts, empty clusters re-seeded by splitting.
+ * (3) the reduce hook (MPI) on copies of them; (4) new centroids =
+ * sums / counts, divided in double and rounded to float once, empty
+ * clusters re-seeded by splitting.
  *
  * Determinism: every floating-point sum has a fixed order (points in point
  * order), and a row's assignment does not depend on the block or thread it
@@ -280,7 +281,8 @@ int jp_kmeans(const float *x, size_t n, int dim, const struct jp_kmeans_opts *o,
               const float *init, float *centroids_out, int *k_out, double *objective_out)
 {
   struct jp_nearest nb;
-  float *C = NULL, *val = NULL, *xnorm = NULL, *sums = NULL, *prevC = NULL, *cnorm = NULL;
+  double *sums = NULL;
+  float *C = NULL, *val = NULL, *xnorm = NULL, *prevC = NULL, *cnorm = NULL;
   float *d2 = NULL, *lower = NULL, *val2 = NULL, *delta = NULL;
   uint32_t *assign = NULL, *rows = NULL, *idx = NULL;
   double *lsum = NULL;
@@ -444,7 +446,7 @@ int jp_kmeans(const float *x, size_t n, int dim, const struct jp_kmeans_opts *o,
         lcount[assign[i]]++;
       }
     }
-    for (size_t j = 0; j < kd; j++) sums[j] = (float)lsum[j];
+    memcpy(sums, lsum, sizeof *sums * kd);
     memcpy(counts, lcount, sizeof *counts * (size_t)k);
     /* (4) across ranks */
     if (o->reduce) {
@@ -456,10 +458,10 @@ int jp_kmeans(const float *x, size_t n, int dim, const struct jp_kmeans_opts *o,
     memcpy(prevC, C, sizeof *C * kd);
     for (int j = 0; j < k; j++) {
       if (counts[j] <= 0) continue;
-      float inv = 1.0f / (float)counts[j];
+      double cnt = (double)counts[j];
       float *cj = C + (size_t)j * (size_t)dim;
-      const float *sj = sums + (size_t)j * (size_t)dim;
-      for (int d = 0; d < dim; d++) cj[d] = sj[d] * inv;
+      const double *sj = sums + (size_t)j * (size_t)dim;
+      for (int d = 0; d < dim; d++) cj[d] = (float)(sj[d] / cnt);
     }
     split_empty(C, counts, k, dim, o->seed, it);
     for (int j = 0; j < k; j++) {

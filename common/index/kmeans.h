@@ -43,8 +43,12 @@ int  jp_plan_default_nbits(uint64_t n_passages);
 int  jp_plan_default_iters(uint64_t n_passages);
 
 /* Cross-rank reduction hook: sum the three arrays over all ranks in place.
+ * Sums are double so that they round to float once, after the reduction,
+ * as on one rank: float partial sums would round per rank, centroids would
+ * differ in the last bits between 1 and R ranks, and on data with many
+ * equal vectors near-ties would then break differently and runs diverge.
  * Returns 0 or a JP_E* code (which aborts k-means). */
-typedef int (*jp_kmeans_reduce_fn)(void *ctx, float *sums, int64_t *counts, size_t k_dim,
+typedef int (*jp_kmeans_reduce_fn)(void *ctx, double *sums, int64_t *counts, size_t k_dim,
                                    size_t k, double *objective);
 /* Progress hook, called after each iteration with the global objective. */
 typedef void (*jp_kmeans_progress_fn)(void *ctx, int iter, int iters, double objective);

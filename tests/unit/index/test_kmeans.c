@@ -253,7 +253,7 @@ static void empty_cluster_is_reseeded(void **state)
 
 struct ranks {
   pthread_barrier_t bar;
-  float *sums[2];
+  double *sums[2];
   int64_t *counts[2];
   double *obj[2];
   size_t k_dim, k;
@@ -266,7 +266,7 @@ struct rank_ctx {
   int rank;
 };
 
-static int sum_hook(void *vctx, float *sums, int64_t *counts, size_t k_dim, size_t k, double *objective)
+static int sum_hook(void *vctx, double *sums, int64_t *counts, size_t k_dim, size_t k, double *objective)
 {
   struct rank_ctx *c = vctx;
   struct ranks *r = c->r;
@@ -279,7 +279,7 @@ static int sum_hook(void *vctx, float *sums, int64_t *counts, size_t k_dim, size
   r->obj[c->rank] = objective;
   pthread_barrier_wait(&r->bar);
   /* Rank 0 sums into fresh buffers that both copy back after the second barrier. */
-  static float s_tot[64 * 32];
+  static double s_tot[64 * 32];
   static int64_t c_tot[64];
   static double o_tot;
   if (c->rank == 0) {
@@ -288,7 +288,7 @@ static int sum_hook(void *vctx, float *sums, int64_t *counts, size_t k_dim, size
     o_tot = *r->obj[0] + *r->obj[1];
   }
   pthread_barrier_wait(&r->bar);
-  memcpy(sums, s_tot, sizeof(float) * k_dim);
+  memcpy(sums, s_tot, sizeof(double) * k_dim);
   memcpy(counts, c_tot, sizeof(int64_t) * k);
   *objective = o_tot;
   pthread_barrier_wait(&r->bar);
