@@ -89,6 +89,10 @@ def main():
     ap.add_argument("--cases", default="q:1x32,q:32x32,d:32x256",
                     help="KIND:BxL,... (KIND q = queries, d = documents)")
     ap.add_argument("--max-tokens", type=int, default=0, help="JaPLAID tokens per forward (0 = default)")
+    ap.add_argument("--japlaid-blas-threads", type=int, default=1,
+                    help="OPENBLAS_NUM_THREADS of the JaPLAID process: 1 (default) = OpenBLAS "
+                         "single-threaded, bert_cpu splits each GEMM over its pool of --threads; "
+                         "N > 1 = OpenBLAS threads split each GEMM itself")
     ap.add_argument("--json", default=None, help="also write all measurements here")
     a = ap.parse_args()
 
@@ -106,14 +110,17 @@ def main():
     env = dict(os.environ)
     env.update({"OPENBLAS_NUM_THREADS": str(a.threads), "OMP_NUM_THREADS": str(a.threads),
                 "OMP_WAIT_POLICY": "passive"})
+    jp_env = dict(env)
+    jp_env["OPENBLAS_NUM_THREADS"] = str(a.japlaid_blas_threads)
     jp = Side("japlaid", [binary, "--model", a.model, "--threads", str(a.threads),
-                          "--max-tokens", str(a.max_tokens)], env)
+                          "--max-tokens", str(a.max_tokens)], jp_env)
     pt = Side("pytorch", [sys.executable, os.path.join(HERE, "torch_encoder.py"), "--model",
                           a.model, "--threads", str(a.threads)], env)
     pk = Side("sgemm-peak", [binary, "--sgemm-peak"], env)
     print(f"# model {a.model}: {cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, "
-          f"F32 weights {wbytes / 1e6:.1f} MB; {a.threads} threads; torch threads "
-          f"{pt.hello.get('threads')}", flush=True)
+          f"F32 weights {wbytes / 1e6:.1f} MB; {a.threads} threads (JaPLAID pool {a.threads}, "
+          f"its OpenBLAS {a.japlaid_blas_threads}; torch {pt.hello.get('threads')}, its "
+          f"OpenBLAS {a.threads})", flush=True)
 
     # Parity: both sides encode the same small batch.
     with tempfile.TemporaryDirectory() as tmp:

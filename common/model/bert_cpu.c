@@ -2,12 +2,17 @@
  * L2 norm for a batch [B, L], on OpenBLAS sgemm and the kern.h kernels.
  *
  * Work split (2-core Zen 3 measurements in bench/encoder/README.md):
- * - Linear layers over more than SMALL_M rows are single OpenBLAS sgemm
- *   calls over all B*L rows (or an FFN row chunk), issued from the calling
- *   thread: OpenBLAS's own threads split them, and on this machine that beat
- *   splitting rows over the pool with one BLAS thread each (4096x3072x768:
- *   144 vs 117 GFLOP/s). Weights are [out, in] row-major, so C = X W^T is
- *   sgemm(NoTrans, Trans) reading the mmapped weights in place.
+ * - Linear layers over more than SMALL_M rows are OpenBLAS sgemm calls over
+ *   all B*L rows (or an FFN row chunk). Weights are [out, in] row-major, so
+ *   C = X W^T is sgemm(NoTrans, Trans) reading the mmapped weights in place.
+ *   Who splits a GEMM across cores follows OpenBLAS's thread count, which
+ *   is process-wide and not ours to change: with one OpenBLAS thread
+ *   (OPENBLAS_NUM_THREADS=1, the setting for servers that parallelise above
+ *   BLAS) the weight rows are split over the pool, one single-threaded call
+ *   per worker; otherwise one call from this thread and OpenBLAS's threads
+ *   split it. On a busy machine the first used less CPU for the same work
+ *   (OpenBLAS's idle threads spin in sched_yield between and inside calls);
+ *   on an idle one a lone 4096x3072x768 GEMM ran ~9% faster the second way.
  * - Up to SMALL_M rows (one query, a few short ones) the weights cannot be
  *   reused enough to pay for OpenBLAS's packing, and its 2-thread split of
  *   such shapes wastes time (a 1 x 32 forward took about twice the CPU time
@@ -17,11 +22,13 @@
  *   per item, with our own kernels: the attention products never call BLAS,
  *   so pool workers never fight OpenBLAS threads or its global thread count.
  *
- * Layer data flow, with four [max_tokens, hidden] buffers x, q, k, v:
- *   q, k, v = x Wq^T, x Wk^T, x Wv^T        (no bias here, see attention)
+ * Layer data flow: x [max_tokens, hidden] holds the hidden state; q, k, v
+ * hold one attention group (ATT_GROUP_TOKENS, whole sequences). Per group:
+ *   q, k, v = x_g Wq^T, x_g Wk^T, x_g Wv^T  (no bias here, see attention)
  *   attention per (b, h) -> context written over q's (b, h) slice
- *   x += ctx Wao^T (sgemm beta = 1: the residual add costs no pass and
- *     OpenBLAS skips zeroing C); x = LN(x + b_ao)   (one fused row pass)
+ *   x_g += ctx Wao^T (sgemm beta = 1: the residual add costs no pass and
+ *     OpenBLAS skips zeroing C); x_g = LN(x_g + b_ao)  (one fused row pass)
+ * then over all rows:
  *   for each chunk of FFN_ROWS rows: f = GELU(x_c Wi^T + b_i) (fused bias +
  *     GELU pass), x_c += f Wo^T, x_c = LN(x_c + b_o)
  * The FFN intermediate therefore needs only FFN_ROWS x intermediate floats,
@@ -67,6 +74,15 @@
 /* Weight rows per gemm_nt pool item: a multiple of the kernel's 3-row tile;
  * 768 outputs make 16 items, enough to balance 2-4 workers. */
 #define NT_ROWS 48
+/* Tokens per attention group: q, k and v exist only for a group of whole
+ * sequences of at most this many tokens (or one sequence, if longer), so
+ * they take 3 x 1024 x hidden floats (9 MiB at bert-base) whatever
+ * max_tokens is; only x spans the whole batch. 1024 rows keep the Q/K/V/O
+ * GEMMs near full speed (about 5% below 4096 rows on these shapes, and they
+ * are a third of the FLOPs) while a 4096-token workspace shrinks from 54 to
+ * 27 MiB -- which is what keeps the encoder's peak RSS under 1.2x the
+ * weights (bench/encoder/README.md). */
+#define ATT_GROUP_TOKENS 1024
 /* Rows per pool item in row loops: enough work per item to amortise the
  * atomic hand-out, small enough to balance 2+ workers on short batches. */
 #define ROW_BLOCK 16
@@ -78,7 +94,9 @@ struct bert_cpu {
   const struct kern_ops *k;
   int nworkers;
   int ffn_rows;
-  float *x, *q, *kb, *v;           /* [max_tokens, hidden] */
+  int grp_rows;                    /* rows of q, kb, v: min(max_tokens, group size) */
+  float *x;                        /* [max_tokens, hidden] hidden state */
+  float *q, *kb, *v;               /* [grp_rows, hidden] one attention group */
   float *ffn;                      /* [ffn_rows, intermediate] */
   float *att;                      /* per worker: Kt, Qs, S (att_stride floats) */
   size_t att_stride;
@@ -99,6 +117,20 @@ struct nt_job {
   const float *W[3];
   float *C[3];
 };
+
+/* One OpenBLAS call per item: matrix item / parts, weight rows of part
+ * item % parts (used when OpenBLAS itself runs single-threaded). */
+static void blas_item(void *ctx, int item, int worker)
+{
+  struct nt_job *j = ctx;
+  int m = item / j->blocks, part = item % j->blocks;
+  int n0 = (int)((int64_t)j->N * part / j->blocks), n1 = (int)((int64_t)j->N * (part + 1) / j->blocks);
+  (void)worker;
+  if (n1 > n0)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->M, n1 - n0, j->K, 1.0f, j->X, j->K,
+                j->W[m] + (size_t)n0 * j->K, j->K, j->accumulate ? 1.0f : 0.0f, j->C[m] + n0,
+                j->N);
+}
 
 static void nt_item(void *ctx, int item, int worker)
 {
@@ -125,6 +157,19 @@ static void linear_multi(struct bert_cpu *c, int nmat, float *const *C, const fl
       j.C[i] = C[i];
     }
     jp_pool_run(c->pool, nmat * j.blocks, nt_item, &j);
+    return;
+  }
+  if (c->nworkers > 1 && openblas_get_num_threads() == 1) {
+    /* OpenBLAS was told to use one thread (OPENBLAS_NUM_THREADS=1, as in
+     * servers that parallelise above BLAS): split the weight rows over the
+     * pool instead, one single-threaded sgemm per worker and matrix. */
+    struct nt_job j = { .X = X, .M = M, .K = K, .N = N, .nmat = nmat, .blocks = c->nworkers,
+                        .accumulate = accumulate };
+    for (int i = 0; i < nmat; i++) {
+      j.W[i] = W[i];
+      j.C[i] = C[i];
+    }
+    jp_pool_run(c->pool, nmat * j.blocks, blas_item, &j);
     return;
   }
   for (int i = 0; i < nmat; i++)
@@ -197,6 +242,7 @@ struct att_job {
   const struct bert_layer_weights *lw;
   const uint8_t *attn;
   int L;
+  int g0;                          /* first sequence of the group in q, kb, v */
 };
 
 static void att_item(void *ctx, int item, int worker)
@@ -206,14 +252,14 @@ static void att_item(void *ctx, int item, int worker)
   const struct bert_config *cfg = &c->w->cfg;
   const struct kern_ops *k = c->k;
   int H = cfg->hidden, heads = cfg->heads, hd = H / heads, L = j->L;
-  int b = item / heads, h = item % heads;
+  int bl = item / heads, h = item % heads, b = j->g0 + bl;   /* bl: row in the group */
   int Lk = c->klen[b];
   int ldk = (Lk + 7) & ~7;         /* packed key rows start on 32-byte strides */
   const uint8_t *mask = c->kfull[b] ? NULL : j->attn + (size_t)b * L;
   float *Kt = c->att + (size_t)worker * c->att_stride;
   float *Qs = Kt + c->att_kt;
   float *S = Qs + (size_t)ATT_ROWS * hd;
-  size_t base = (size_t)b * L * H + (size_t)h * hd;
+  size_t base = (size_t)bl * L * H + (size_t)h * hd;
   const float *bq = j->lw->q_b + h * hd, *bk = j->lw->k_b + h * hd, *bv = j->lw->v_b + h * hd;
   float scale = (float)(1.0 / sqrt((double)hd));
 
@@ -272,17 +318,22 @@ static int cpu_forward(struct bert_backend *be, const int32_t *ids, const uint8_
   struct row_job rj = { .op = ROW_EMBED, .rows = T, .width = H, .x = c->x, .ids = ids, .L = L };
   rows_run(c, &rj);
 
+  int gseq = c->grp_rows / L;      /* >= 1: L <= T <= max_tokens, grp_rows >= min(that, L) */
   for (int l = 0; l < cfg->layers; l++) {
     const struct bert_layer_weights *lw = &w->layer[l];
-    float *qkv[3] = { c->q, c->kb, c->v };
-    const float *wqkv[3] = { lw->q_w, lw->k_w, lw->v_w };
-    linear_multi(c, 3, qkv, c->x, T, H, wqkv, H, 0);
-    struct att_job aj = { .c = c, .lw = lw, .attn = attn, .L = L };
-    jp_pool_run(c->pool, B * cfg->heads, att_item, &aj);
-    linear(c, c->x, c->q, T, H, lw->ao_w, H, 1);   /* x += ctx Wao^T */
-    rj = (struct row_job){ .op = ROW_ADD_LN, .rows = T, .width = H, .x = c->x,
-                           .b = lw->ao_b, .g = lw->ln1_g, .beta = lw->ln1_b };
-    rows_run(c, &rj);
+    for (int g0 = 0; g0 < B; g0 += gseq) {
+      int nb = B - g0 < gseq ? B - g0 : gseq, rows = nb * L;
+      float *xg = c->x + (size_t)g0 * L * H;
+      float *qkv[3] = { c->q, c->kb, c->v };
+      const float *wqkv[3] = { lw->q_w, lw->k_w, lw->v_w };
+      linear_multi(c, 3, qkv, xg, rows, H, wqkv, H, 0);
+      struct att_job aj = { .c = c, .lw = lw, .attn = attn, .L = L, .g0 = g0 };
+      jp_pool_run(c->pool, nb * cfg->heads, att_item, &aj);
+      linear(c, xg, c->q, rows, H, lw->ao_w, H, 1);   /* x += ctx Wao^T */
+      rj = (struct row_job){ .op = ROW_ADD_LN, .rows = rows, .width = H, .x = xg,
+                             .b = lw->ao_b, .g = lw->ln1_g, .beta = lw->ln1_b };
+      rows_run(c, &rj);
+    }
     for (int r0 = 0; r0 < T; r0 += c->ffn_rows) {
       int m = T - r0 < c->ffn_rows ? T - r0 : c->ffn_rows;
       float *xc = c->x + (size_t)r0 * H;
@@ -364,7 +415,6 @@ int bert_cpu_create(const struct bert_weights *w, int max_tokens, jp_pool *pool,
 
   const struct bert_config *cfg = &w->cfg;
   size_t H = (size_t)cfg->hidden, hd = H / (size_t)cfg->heads, P = (size_t)cfg->max_position;
-  size_t act = (size_t)max_tokens * H * sizeof(float);
 
   c = jp_calloc(1, sizeof *c);
   if (!c) return JP_ENOMEM;
@@ -373,15 +423,18 @@ int bert_cpu_create(const struct bert_weights *w, int max_tokens, jp_pool *pool,
   c->k = kern_best();
   c->nworkers = jp_pool_size(pool);
   c->ffn_rows = max_tokens < FFN_ROWS ? max_tokens : FFN_ROWS;
+  c->grp_rows = (int)P > ATT_GROUP_TOKENS ? (int)P : ATT_GROUP_TOKENS;
+  if (c->grp_rows > max_tokens) c->grp_rows = max_tokens;
   /* Kt [hd, P] (rows padded to 8), Qs [ATT_ROWS, hd], S [ATT_ROWS, P padded]. */
   size_t Pp = (P + 7) & ~(size_t)7;
   c->att_kt = hd * Pp;
   c->att_stride = c->att_kt + ATT_ROWS * hd + ATT_ROWS * Pp;
   c->att_stride = (c->att_stride + 15) & ~(size_t)15;   /* 64-byte aligned per worker */
-  c->x = jp_aligned_alloc(act);
-  c->q = jp_aligned_alloc(act);
-  c->kb = jp_aligned_alloc(act);
-  c->v = jp_aligned_alloc(act);
+  size_t grp = (size_t)c->grp_rows * H * sizeof(float);
+  c->x = jp_aligned_alloc((size_t)max_tokens * H * sizeof(float));
+  c->q = jp_aligned_alloc(grp);
+  c->kb = jp_aligned_alloc(grp);
+  c->v = jp_aligned_alloc(grp);
   c->ffn = jp_aligned_alloc((size_t)c->ffn_rows * (size_t)cfg->intermediate * sizeof(float));
   c->att = jp_aligned_alloc((size_t)c->nworkers * c->att_stride * sizeof(float));
   c->klen = jp_calloc((size_t)max_tokens, sizeof *c->klen);

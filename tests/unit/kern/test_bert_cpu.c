@@ -7,7 +7,8 @@
  * 1e-4 against the reference, for B x L in {1x1, 1x32, 3x17, 4x64, 2x80}
  * (80 = the tiny model's max_position) with query [MASK] padding, batch
  * padding, a mask with holes and a sequence with no attended token, on no
- * pool and on pools of 2 and 3 threads. */
+ * pool and on pools of 2 and 3 threads, with OpenBLAS on its configured
+ * thread count and on one thread (then bert_cpu splits GEMMs itself). */
 #include "test_helpers.h"
 #include "model/bert.h"
 #include "util/err.h"
@@ -15,6 +16,7 @@
 #include "util/mem.h"
 #include "util/pool.h"
 
+#include <cblas.h>
 #include <math.h>
 
 #define VOCAB 50
@@ -165,7 +167,6 @@ static void check_against_ref(const struct tiny *t, struct bert_backend *be,
 
 static void forward_matches_reference(void **state)
 {
-  (void)state;
   struct tiny t;
   tiny_init(&t, 1);
   enum { NCASES = 5 };
@@ -208,6 +209,56 @@ static void forward_matches_reference(void **state)
   }
   print_message("worst row: cosine %.8f, max abs diff %.3g\n", worst_cos, worst_abs);
   for (int c = 0; c < NCASES; c++) batch_free(&cases[c]);
+  free(t.mem);
+}
+
+/* The same with OpenBLAS told to use one thread: bert_cpu then splits each
+ * large GEMM over its own pool (blas_item), a different code path. The
+ * thread count is restored in the teardown, which runs even on failure. */
+static int saved_blas_threads;
+
+static int blas1_setup(void **state)
+{
+  (void)state;
+  saved_blas_threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
+  return 0;
+}
+
+static int blas1_teardown(void **state)
+{
+  (void)state;
+  openblas_set_num_threads(saved_blas_threads);
+  return 0;
+}
+
+/* Batches over 1024 tokens run attention in groups of whole sequences
+ * (bert_cpu.c ATT_GROUP_TOKENS): 20 x 64 makes groups of 16 and 4
+ * sequences, 13 x 80 groups of 12 and 1. */
+static void grouped_batches_match_reference(void **state)
+{
+  (void)state;
+  struct tiny t;
+  tiny_init(&t, 5);
+  jp_pool *pool;
+  assert_int_equal(jp_pool_create(2, &pool), 0);
+  struct bert_backend *be;
+  assert_int_equal(bert_cpu_create(&t.w, 2048, pool, &be), 0);
+  enum mask_kind k[20];
+  int lens[20];
+  for (int i = 0; i < 20; i++) {
+    k[i] = i % 3 == 0 ? M_FULL : i % 3 == 1 ? M_PAD : M_QUERY;
+    lens[i] = 5 + 3 * i;
+  }
+  struct batch b;
+  batch_init(&b, 20, 64, k, lens, 9);
+  check_against_ref(&t, be, &b);
+  batch_free(&b);
+  batch_init(&b, 13, 80, k, lens, 10);
+  check_against_ref(&t, be, &b);
+  batch_free(&b);
+  bert_backend_destroy(be);
+  jp_pool_destroy(pool);
   free(t.mem);
 }
 
@@ -325,6 +376,9 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(forward_matches_reference),
+    { "forward_matches_reference_blas1", forward_matches_reference, blas1_setup, blas1_teardown,
+      NULL },
+    cmocka_unit_test(grouped_batches_match_reference),
     cmocka_unit_test(padding_invariant_and_deterministic),
     cmocka_unit_test(rejects_bad_input),
     cmocka_unit_test(create_survives_oom),
