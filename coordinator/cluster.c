@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "index/build.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/mem.h"
@@ -326,6 +327,22 @@ void cluster_verify(struct cluster *cl, int p, int replica, const Japlaid__V1__P
     R->check = CHECK_OK;
     R->cb_refused = 0;
     R->reason[0] = '\0';
+    /* Split settings for upserts. A shard that predates the field sends
+     * "", and unparseable text is ignored (the flags or defaults apply):
+     * neither is a reason to refuse a replica that can answer reads. */
+    struct jp_split_settings ss;
+    R->split_known = 0;
+    if (s->settings_json && s->settings_json[0]) {
+      int prc = jp_split_settings_parse(s->settings_json, &ss);
+      if (prc == 0) {
+        R->split_known = 1;
+        R->split_mdl = ss.max_document_length;
+        R->split_on = ss.split;
+      } else {
+        JP_LOG_WARN("replica %s of partition %d: settings %.200s do not parse: %s", R->addr, p,
+                    s->settings_json, jp_errmsg(prc));
+      }
+    }
   }
   codebook_vote(cl);
   if (R->check == CHECK_OK)
@@ -350,6 +367,21 @@ int cluster_routable(struct cluster *cl, int p, int r)
   int ok = routable(&cl->parts[p].replicas[r]);
   pthread_mutex_unlock(&cl->mu);
   return ok;
+}
+
+int cluster_split_settings(struct cluster *cl, int p, int *mdl, int *split)
+{
+  int found = 0;
+  pthread_mutex_lock(&cl->mu);
+  for (int r = 0; r < cl->parts[p].n_replicas && !found; r++) {
+    const struct replica *R = &cl->parts[p].replicas[r];
+    if (R->check != CHECK_OK || !R->split_known) continue;
+    *mdl = R->split_mdl;
+    *split = R->split_on;
+    found = 1;
+  }
+  pthread_mutex_unlock(&cl->mu);
+  return found;
 }
 
 void cluster_why_unavailable(struct cluster *cl, int p, char *out, size_t cap)

@@ -79,6 +79,11 @@ struct replica {
   char reason[320];                   /* why down or refused ("" when live) */
   char codebook[33];                  /* from its last Stats; "" unknown */
   char identity[33];
+  /* The build's split settings from its last Stats (settings_json), for
+   * upserts: split_known 0 when it reported none (or none parsed). */
+  int split_known;
+  int split_mdl;                      /* max_document_length; 0: the model's doc_maxlen */
+  int split_on;                       /* 1: split long documents; 0: truncate */
   atomic_int outstanding;             /* calls in flight (least-outstanding pick) */
 };
 
@@ -122,6 +127,10 @@ void cluster_verify(struct cluster *cl, int p, int replica, const Japlaid__V1__P
 int  cluster_live(struct cluster *cl, int p);
 /* Whether replica r of p is routable now. */
 int  cluster_routable(struct cluster *cl, int p, int r);
+/* The split settings a verified replica of p reported (the first one
+ * listed; replicas of a partition are copies of one build): 1 and *mdl,
+ * *split, or 0 when none of them reported any. */
+int  cluster_split_settings(struct cluster *cl, int p, int *mdl, int *split);
 /* One line on why partition p has no routable replica (for coverage). */
 void cluster_why_unavailable(struct cluster *cl, int p, char *out, size_t cap);
 /* A copy of one replica's state, taken under the lock. */
@@ -368,8 +377,11 @@ struct coord_opts {
   int batch_queries;                  /* encoder batch: queries per jp_encode_queries call */
   int batch_window_us;                /* and how long the first query waits for company */
   int max_pending;                    /* queued encodings before refusing (overload) */
-  int max_document_length;            /* upsert splitting (0: the model's doc_maxlen) */
-  int no_split;
+  /* Upsert splitting overrides (--max-document-length, --no-split); when
+   * unset, each partition's own build settings apply (its Stats'
+   * settings_json), else the model's doc_maxlen with splitting. */
+  int max_document_length;            /* 0: not given */
+  int no_split;                       /* 1: given */
 };
 
 struct coord {
@@ -377,7 +389,6 @@ struct coord {
   jp_model *model;
   const struct jp_model_info *mi;
   int qlen, dim;                      /* query_maxlen, vector width */
-  int split_max_tokens, split_overlap, split, truncate_tokens;
   struct cluster cl;
   rpc_client *cli;
   grpc_completion_queue *cq;          /* every outgoing read/write call */

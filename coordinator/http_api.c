@@ -607,7 +607,9 @@ static int render_pstats(const Japlaid__V1__PartitionStats *s, struct jp_buf *b)
     P(put_str(b, s->column_families[i]->name));
     P(jp_buf_printf(b, ":%llu", (unsigned long long)s->column_families[i]->bytes));
   }
-  P(jp_buf_puts(b, "},\"uptime_s\":"));
+  P(jp_buf_puts(b, "},\"settings\":"));
+  P(put_metadata(b, s->settings_json));
+  P(jp_buf_puts(b, ",\"uptime_s\":"));
   P(put_double(b, s->uptime_s));
   return jp_buf_printf(b, ",\"requests_total\":%llu}", (unsigned long long)s->requests_total);
 }

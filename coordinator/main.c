@@ -72,8 +72,6 @@
 #define COORD_RECONNECT_MAX_MS 1000
 /* Room for [CLS] [D] ... [SEP] (common/index/build.c). */
 #define DOC_SPECIAL_TOKENS 3
-/* Passage overlap: RAGatouille's min(64, max / 4) (common/index/build.c). */
-#define SPLIT_OVERLAP_MAX 64
 
 struct opts {
   const char *cluster, *model, *grpc_listen, *http_listen;
@@ -107,9 +105,11 @@ static void usage(FILE *f)
     "  --max-body-bytes N        largest HTTP request body (default %u)\n"
     "  --max-connections N       open HTTP connections (default %d)\n"
     "  --max-document-length N   upsert passage length in tokens incl. [CLS] [D] [SEP]\n"
-    "                            (default: the model's doc_maxlen; must match the index build)\n"
+    "                            (default: what each partition reports from its build,\n"
+    "                            else the model's doc_maxlen; given, it overrides them)\n"
     "  --no-split                upsert each document as one (truncated) passage, as\n"
-    "                            `japlaid index --no-split`\n"
+    "                            `japlaid index --no-split` (default: as each partition\n"
+    "                            was built)\n"
     "  --grace-ms MS             on SIGTERM, time in-flight requests get (default %d)\n"
     "  --log-level L             error|warn|info|debug|trace (default info)\n"
     "  --help\n",
@@ -308,11 +308,6 @@ int main(int argc, char **argv)
     teardown(&co, NULL, 0);
     return 2;
   }
-  co.split = !co.o.no_split;
-  co.split_max_tokens = mdl - DOC_SPECIAL_TOKENS;
-  co.split_overlap = co.split_max_tokens / 4 < SPLIT_OVERLAP_MAX ? co.split_max_tokens / 4
-                                                                  : SPLIT_OVERLAP_MAX;
-  co.truncate_tokens = co.o.no_split && mdl < dm ? mdl - DOC_SPECIAL_TOKENS : 0;
   JP_LOG_INFO("model %s (%s, identity %s): query_maxlen %d, doc_maxlen %d, dim %d; %d "
               "partition(s), %d replica(s)", o.model, co.mi->name, co.mi->identity, co.qlen, dm,
               co.dim, co.cl.n_partitions, co.cl.n_replicas);

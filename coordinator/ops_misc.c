@@ -251,6 +251,33 @@ static void stats_fanned(struct fan *f)
     }
     resp->partitions[resp->n_partitions++] = pr;
   }
+  /* Every replica's state as this coordinator routes by it (what
+   * /v1/stats shows under "replicas"). */
+  if (!(resp->replicas = jp_arena_calloc(a, (size_t)co->cl.n_replicas, sizeof *resp->replicas))) {
+    rc = jp_err(JP_ENOMEM, "stats response");
+    goto fail;
+  }
+  for (int p = 0; p < co->cl.n_partitions; p++)
+    for (int r = 0; r < co->cl.parts[p].n_replicas; r++) {
+      struct replica_view v;
+      const char *addr = co->cl.parts[p].replicas[r].addr;
+      Japlaid__V1__ReplicaStatus *rs = (Japlaid__V1__ReplicaStatus *)cop_new(
+        a, &japlaid__v1__replica_status__descriptor);
+      cluster_view(&co->cl, p, r, &v);
+      if (!rs || !(rs->address = jp_arena_strndup(a, addr, strlen(addr))) ||
+          !(rs->reason = jp_arena_strndup(a, v.reason, strlen(v.reason))) ||
+          !(rs->codebook = jp_arena_strndup(a, v.codebook, strlen(v.codebook)))) {
+        rc = jp_err(JP_ENOMEM, "stats response");
+        goto fail;
+      }
+      rs->partition = (uint32_t)p;
+      rs->state = v.check == CHECK_REFUSED ? JAPLAID__V1__REPLICA_STATE__REPLICA_STATE_REFUSED
+                  : !v.up                  ? JAPLAID__V1__REPLICA_STATE__REPLICA_STATE_DOWN
+                  : v.check == CHECK_OK    ? JAPLAID__V1__REPLICA_STATE__REPLICA_STATE_LIVE
+                                           : JAPLAID__V1__REPLICA_STATE__REPLICA_STATE_UNVERIFIED;
+      rs->outstanding = v.outstanding > 0 ? (uint32_t)v.outstanding : 0;
+      resp->replicas[resp->n_replicas++] = rs;
+    }
   fan_fini(f);
   cop_finish(op, &resp->base);
   return;

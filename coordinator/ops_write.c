@@ -25,11 +25,15 @@
  * Upsert splits each document into passages as the index build does
  * (common/index/build.c: max_document_length - 3 tokens, overlap min(64,
  * max/4), sentence-first cuts; a text with no cut point is one passage),
- * from --max-document-length / --no-split, which must match the build's
- * settings (shards do not report them). Encoding runs on an encoding
- * worker. A partition's documents go out in chunks of at most
- * WRITE_CHUNK_BYTES of vectors and text (one shard WriteBatch each), so a
- * large upsert never exceeds the shards' message limit.
+ * with the settings of the partition the document goes to: those its
+ * shards report in Stats (settings_json, recorded at build), each
+ * overridden by --max-document-length / --no-split when given, and the
+ * model's doc_maxlen with splitting when a shard reports none (so a
+ * document added through the cluster is stored as `japlaid add` would
+ * store it in that partition). Encoding runs on an encoding worker. A
+ * partition's documents go out in chunks of at most WRITE_CHUNK_BYTES of
+ * vectors and text (one shard WriteBatch each), so a large upsert never
+ * exceeds the shards' message limit.
  *
  * Thread-safety / allocation: see coord.h (one thread at a time; arena). */
 #include "coord.h"
@@ -49,6 +53,34 @@
 #define WRITE_CHUNK_BYTES (32u << 20)
 /* Passages per jp_encode_docs call (as common/index/build.c). */
 #define ENC_BATCH 64
+/* Room for [CLS] [D] ... [SEP] (common/index/build.c). */
+#define DOC_SPECIAL_TOKENS 3
+/* Passage overlap: RAGatouille's min(64, max / 4) (common/index/build.c). */
+#define SPLIT_OVERLAP_MAX 64
+
+/* How the documents of one partition are cut into passages. */
+struct split_plan {
+  int split;                          /* 1: split long texts; 0: one passage each */
+  int max_tokens;                     /* passage tokens (max_document_length - 3) */
+  int overlap;                        /* tokens shared by neighbouring passages */
+  int truncate_tokens;                /* no-split: encode at most this many (0: doc_maxlen) */
+};
+
+static void split_plan_for(struct coord *co, int p, struct split_plan *out)
+{
+  const int dm = co->mi->colbert.doc_maxlen;
+  int mdl = 0, split = 1;
+  cluster_split_settings(&co->cl, p, &mdl, &split);
+  if (co->o.max_document_length) mdl = co->o.max_document_length;
+  if (co->o.no_split) split = 0;
+  /* The build refuses lengths outside this range for the model (one
+   * identity, so the same doc_maxlen); anything else is not trusted. */
+  if (mdl <= DOC_SPECIAL_TOKENS || mdl > dm) mdl = dm;
+  out->split = split;
+  out->max_tokens = mdl - DOC_SPECIAL_TOKENS;
+  out->overlap = out->max_tokens / 4 < SPLIT_OVERLAP_MAX ? out->max_tokens / 4 : SPLIT_OVERLAP_MAX;
+  out->truncate_tokens = !split && mdl < dm ? mdl - DOC_SPECIAL_TOKENS : 0;
+}
 
 /* ---- shared ------------------------------------------------------------------- */
 
@@ -148,15 +180,16 @@ static int check_upsert(const Japlaid__V1__UpsertRequest *r)
 }
 
 /* Passage spans of one text, into the arena. */
-static int passages_of(struct coord *co, jp_encoder *enc, struct jp_arena *a, const char *text,
-                       size_t len, struct jp_span **out, int *n_out, size_t *enc_len)
+static int passages_of(const struct split_plan *pl, jp_encoder *enc, struct jp_arena *a,
+                       const char *text, size_t len, struct jp_span **out, int *n_out,
+                       size_t *enc_len)
 {
   *enc_len = len;
-  if (co->split) {
+  if (pl->split) {
     struct jp_span *sp = NULL;
     int ns = 0;
-    int rc = jp_split_passages(jp_encoder_tok(enc), text, len, co->split_max_tokens,
-                               co->split_overlap, &sp, &ns);
+    int rc = jp_split_passages(jp_encoder_tok(enc), text, len, pl->max_tokens, pl->overlap, &sp,
+                               &ns);
     if (rc < 0) return rc;
     if (ns > 0) {
       *out = jp_arena_alloc(a, (size_t)ns * sizeof **out);
@@ -167,15 +200,15 @@ static int passages_of(struct coord *co, jp_encoder *enc, struct jp_arena *a, co
       return 0;
     }
     jp_free(sp);
-  } else if (co->truncate_tokens > 0) {
+  } else if (pl->truncate_tokens > 0) {
     /* One passage, encoded up to max_document_length - 3 tokens. */
-    size_t cap = (size_t)co->truncate_tokens + 1, n = 0;
+    size_t cap = (size_t)pl->truncate_tokens + 1, n = 0;
     int32_t *ids = jp_arena_alloc(a, cap * sizeof *ids);
     uint32_t *offs = jp_arena_alloc(a, cap * sizeof *offs);
     if (!ids || !offs) return JP_ENOMEM;
     int rc = jp_tok_ids(jp_encoder_tok(enc), text, len, ids, cap, &n, offs);
     if (rc < 0) return rc;
-    if (n > (size_t)co->truncate_tokens) *enc_len = offs[co->truncate_tokens];
+    if (n > (size_t)pl->truncate_tokens) *enc_len = offs[pl->truncate_tokens];
   }
   /* No cut point (or no splitting): the whole text is one passage, so
    * every document stays findable. */
@@ -232,12 +265,19 @@ static int upsert_encode(struct cop *op, jp_encoder *enc)
   size_t *enc_len = jp_arena_calloc(a, nd, sizeof *enc_len);
   st->edocs = jp_arena_calloc(a, nd, sizeof *st->edocs);
   st->edoc_bytes = jp_arena_calloc(a, nd, sizeof *st->edoc_bytes);
-  if (!spans || !nsp || !enc_len || !st->edocs || !st->edoc_bytes)
+  struct split_plan *plan = jp_arena_calloc(a, (size_t)co->cl.n_partitions, sizeof *plan);
+  if (!spans || !nsp || !enc_len || !st->edocs || !st->edoc_bytes || !plan)
     return jp_err(JP_ENOMEM, "upsert");
+  for (int p = 0; p < co->cl.n_partitions; p++)
+    if (st->want[p]) {
+      split_plan_for(co, p, &plan[p]);
+      JP_LOG_DEBUG("upsert to partition %d: %s, %d tokens per passage, overlap %d", p,
+                   plan[p].split ? "split" : "no split", plan[p].max_tokens, plan[p].overlap);
+    }
   for (size_t i = 0; i < nd; i++) {
     const Japlaid__V1__Document *d = r->documents[i];
-    if ((rc = passages_of(co, enc, a, d->text, strlen(d->text), &spans[i], &nsp[i],
-                          &enc_len[i])) < 0) {
+    if ((rc = passages_of(&plan[st->part[i]], enc, a, d->text, strlen(d->text), &spans[i],
+                          &nsp[i], &enc_len[i])) < 0) {
       char m[400];
       snprintf(m, sizeof m, "%s", jp_errmsg(rc));
       return jp_err(rc == JP_ENOMEM ? rc : JP_EINVAL, "documents[%zu].text: %s", i, m);
@@ -259,7 +299,7 @@ static int upsert_encode(struct cop *op, jp_encoder *enc)
   for (size_t i = 0; i < nd; i++)
     for (int j = 0; j < nsp[i]; j++, k++) {
       texts[k] = r->documents[i]->text + spans[i][j].off;
-      lens[k] = co->split ? spans[i][j].len : enc_len[i];
+      lens[k] = plan[st->part[i]].split ? spans[i][j].len : enc_len[i];
     }
   for (size_t g = 0; g < np; g += ENC_BATCH) {
     if (jp_now_ns() >= op->deadline_ns)

@@ -47,6 +47,9 @@ int h_stats(struct rpc_ctx *rc, const ProtobufCMessage *req, ProtobufCMessage **
   }
   ps->n_column_families = n_cf;
   ps->column_families = cfp;
+  /* The build's split settings, so a coordinator splits upserts as the
+   * index was built (meta is copied at load and never changes). */
+  ps->settings_json = sh->meta.settings_json;
   ps->uptime_s = (double)(jp_now_ns() - sh->start_ns) / 1e9;
   ps->requests_total = rpc_server_calls_total(rpc_ctx_server(rc));
   out->stats = ps;
