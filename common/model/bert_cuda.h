@@ -17,4 +17,8 @@ int bert_cuda_create(const struct bert_weights *w, int max_tokens, int gpu,
  * no device (never an error). The MPI indexer picks local_rank % this. */
 int bert_cuda_device_count(void);
 
+/* Load cuBLAS now (it is otherwise loaded by the first bert_cuda_create):
+ * 0, or JP_ENODEVICE with the loader's message. Needs no GPU. */
+int bert_cuda_blas_load(void);
+
 #endif /* JP_BERT_CUDA_H */

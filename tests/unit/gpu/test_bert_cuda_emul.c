@@ -609,6 +609,17 @@ static void plan_rejects_bad_configs(void **state)
   assert_int_equal(sz.lmax, 40);
 }
 
+/* cuBLAS is dlopened, not linked (bert_cuda.c): the toolkit this was built
+ * with must provide it, GPU or not, or CUDA encoding would fail only on the
+ * GPU machine. Loading twice is harmless. */
+static void cublas_loads_without_a_gpu(void **state)
+{
+  (void)state;
+  int rc = bert_cuda_blas_load();
+  if (rc < 0) fail_msg("%s", jp_errmsg(rc));
+  assert_int_equal(bert_cuda_blas_load(), 0);
+}
+
 static void check_batch_rejects_bad_calls(void **state)
 {
   (void)state;
@@ -679,6 +690,7 @@ int main(void)
     cmocka_unit_test(softmax_kernels_match_scalar_op),
     cmocka_unit_test(host_kernels_forward_matches_reference),
     cmocka_unit_test(plan_rejects_bad_configs),
+    cmocka_unit_test(cublas_loads_without_a_gpu),
     cmocka_unit_test(check_batch_rejects_bad_calls),
     cmocka_unit_test(check_weights_names_missing_tensor),
     cmocka_unit_test(create_without_device_fails_cleanly),
