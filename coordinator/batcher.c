@@ -19,8 +19,9 @@
  * request at once (JP_EUNAVAIL, "overloaded") when the queries ahead of it
  * plus its own cannot be encoded before its deadline; a request that can
  * no longer make its deadline when its batch starts is answered then and
- * not encoded. The sustainable rate is served; the rest fail fast, which a
- * client can retry elsewhere.
+ * not encoded, and a batch takes only as many requests as it can encode
+ * before the earliest of their deadlines. The sustainable rate is served;
+ * the rest fail fast, which a client can retry elsewhere.
  *
  * Thread-safety: batcher_submit from any thread; one batcher thread owns
  * the encoder and the batch buffers. The done callbacks run on the batcher
@@ -163,10 +164,17 @@ static void *batcher_main(void *arg)
       struct timespec ts = {(time_t)(until / 1000000000u), (long)(until % 1000000000u)};
       pthread_cond_timedwait(&b->cv, &b->mu, &ts);
     }
-    /* Take whole requests up to max_queries (at least one). */
+    /* Take whole requests up to max_queries (at least one), and only as
+     * many as can be encoded before the earliest deadline among them: one
+     * batch too big for its deadlines (32 BERT queries take longer than
+     * the default 1 s) would fail every request in it. */
     struct qenc *list = b->head, *last = b->head;
     int n = last->n;
+    uint64_t now = jp_now_ns(), cost = b->ns_per_query, first_dl = last->deadline_ns;
     while (last->next && n + last->next->n <= b->max_queries) {
+      uint64_t dl = last->next->deadline_ns < first_dl ? last->next->deadline_ns : first_dl;
+      if (cost && now + cost * (uint64_t)(n + last->next->n) > dl) break;
+      first_dl = dl;
       last = last->next;
       n += last->n;
     }

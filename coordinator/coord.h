@@ -266,6 +266,7 @@ struct cop {
   Japlaid__V1__Coverage *coverage;    /* search: also set on a full-coverage error */
   /* Internal: */
   void *state;
+  int admitted;                       /* counted in co->searches_in_flight */
   struct fan fan;
   struct qenc enc;
   struct job job;
@@ -377,6 +378,7 @@ struct coord_opts {
   int batch_queries;                  /* encoder batch: queries per jp_encode_queries call */
   int batch_window_us;                /* and how long the first query waits for company */
   int max_pending;                    /* queued encodings before refusing (overload) */
+  int max_inflight_searches;          /* admitted searches at once before refusing */
   /* Upsert splitting overrides (--max-document-length, --no-split); when
    * unset, each partition's own build settings apply (its Stats'
    * settings_json), else the model's doc_maxlen with splitting. */
@@ -395,6 +397,7 @@ struct coord {
   pthread_t cq_thread;
   int cq_thread_started;
   atomic_int calls_in_flight;
+  atomic_int searches_in_flight;      /* admitted, not yet answered (admission cap) */
   struct batcher *bat;
   struct jobs *jobs;
   struct health *health;

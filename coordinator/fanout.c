@@ -240,6 +240,7 @@ int fanout_start(struct coord *co)
   co->cq = grpc_completion_queue_create_for_next(NULL);
   if (!co->cq) return jp_err(JP_ENOMEM, "completion queue");
   atomic_init(&co->calls_in_flight, 0);
+  atomic_init(&co->searches_in_flight, 0);
   if (pthread_create(&co->cq_thread, NULL, cq_main, co) != 0) {
     grpc_completion_queue_destroy(co->cq);
     co->cq = NULL;

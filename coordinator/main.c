@@ -62,6 +62,11 @@
  * refuses with UNAVAILABLE instead of queueing further (overload:
  * distributed.md §9 scenario 10, reject fast). */
 #define DEF_MAX_PENDING 4096
+/* Searches admitted at once. With one query costing ~5-10 ms of shard CPU
+ * and a few cores per shard, 64 in flight is a few hundred ms of queue at
+ * most, well inside the default deadline, and far above what a healthy
+ * cluster holds (Little's law: 100 qps x 10 ms = 1). */
+#define DEF_MAX_INFLIGHT_SEARCHES 64
 #define DEF_MAX_BODY_BYTES (8u << 20)
 #define DEF_MAX_CONNECTIONS 1024
 /* distributed.md §9 scenario 15: in-flight queries complete within 5 s. */
@@ -102,6 +107,8 @@ static void usage(FILE *f)
     "  --batch-queries N         queries per encoder batch (default %d)\n"
     "  --batch-window-us US      how long a query waits for batch company (default %d)\n"
     "  --max-pending N           queued queries / encoding jobs before refusing (default %d)\n"
+    "  --max-inflight-searches N searches answered at once before refusing new ones\n"
+    "                            with UNAVAILABLE \"overloaded\" (default %d)\n"
     "  --max-body-bytes N        largest HTTP request body (default %u)\n"
     "  --max-connections N       open HTTP connections (default %d)\n"
     "  --max-document-length N   upsert passage length in tokens incl. [CLS] [D] [SEP]\n"
@@ -115,7 +122,7 @@ static void usage(FILE *f)
     "  --help\n",
     DEF_GRPC_LISTEN, DEF_HTTP_LISTEN, DEF_DEADLINE_MS, DEF_WRITE_DEADLINE_MS,
     DEF_HEALTH_INTERVAL_MS, DEF_BATCH_QUERIES, DEF_BATCH_WINDOW_US, DEF_MAX_PENDING,
-    DEF_MAX_BODY_BYTES, DEF_MAX_CONNECTIONS, DEF_GRACE_MS);
+    DEF_MAX_INFLIGHT_SEARCHES, DEF_MAX_BODY_BYTES, DEF_MAX_CONNECTIONS, DEF_GRACE_MS);
 }
 
 static int parse_long(const char *opt, const char *s, long min, long max, long *out)
@@ -136,8 +143,8 @@ static int parse_long(const char *opt, const char *s, long min, long max, long *
 static int parse_args(int argc, char **argv, struct opts *o)
 {
   enum { O_CLUSTER = 256, O_MODEL, O_GRPC, O_HTTP, O_REMOTE, O_THREADS, O_DEADLINE, O_WDEADLINE,
-         O_HEALTH, O_BQ, O_BW, O_PENDING, O_BODY, O_CONNS, O_MDL, O_NOSPLIT, O_GRACE, O_LOG,
-         O_HELP };
+         O_HEALTH, O_BQ, O_BW, O_PENDING, O_INFLIGHT, O_BODY, O_CONNS, O_MDL, O_NOSPLIT, O_GRACE,
+         O_LOG, O_HELP };
   static const struct option lo[] = {
     {"cluster", required_argument, NULL, O_CLUSTER},
     {"model", required_argument, NULL, O_MODEL},
@@ -151,6 +158,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
     {"batch-queries", required_argument, NULL, O_BQ},
     {"batch-window-us", required_argument, NULL, O_BW},
     {"max-pending", required_argument, NULL, O_PENDING},
+    {"max-inflight-searches", required_argument, NULL, O_INFLIGHT},
     {"max-body-bytes", required_argument, NULL, O_BODY},
     {"max-connections", required_argument, NULL, O_CONNS},
     {"max-document-length", required_argument, NULL, O_MDL},
@@ -176,6 +184,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
   o->co.batch_queries = DEF_BATCH_QUERIES;
   o->co.batch_window_us = DEF_BATCH_WINDOW_US;
   o->co.max_pending = DEF_MAX_PENDING;
+  o->co.max_inflight_searches = DEF_MAX_INFLIGHT_SEARCHES;
   opterr = 0;
 #define NUM(name, lo_, hi_, dst)                               \
   do {                                                         \
@@ -196,6 +205,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
     case O_BQ: NUM("--batch-queries", 1, 4096, o->co.batch_queries); break;
     case O_BW: NUM("--batch-window-us", 0, 1000000, o->co.batch_window_us); break;
     case O_PENDING: NUM("--max-pending", 1, 1000000, o->co.max_pending); break;
+    case O_INFLIGHT: NUM("--max-inflight-searches", 1, 1000000, o->co.max_inflight_searches); break;
     case O_BODY: NUM("--max-body-bytes", 1024, 1L << 30, o->max_body); break;
     case O_CONNS: NUM("--max-connections", 1, 100000, o->max_connections); break;
     case O_MDL: NUM("--max-document-length", DOC_SPECIAL_TOKENS + 1, 100000,

@@ -10,6 +10,7 @@
  *   japlaid_shard_outstanding{partition,address}        calls in flight
  *   japlaid_partitions_live / japlaid_partitions_total
  *   japlaid_encoder_batches_total, japlaid_encoder_queries_total
+ *   japlaid_searches_in_flight                          admitted, not yet answered
  *   japlaid_uptime_seconds
  *
  * Thread-safety: one mutex around the tables (a few increments per
@@ -235,10 +236,13 @@ int metrics_render(struct coord *co, struct jp_buf *b)
                   "# HELP japlaid_encoder_queries_total Queries encoded by the batcher.\n"
                   "# TYPE japlaid_encoder_queries_total counter\n"
                   "japlaid_encoder_queries_total %llu\n"
+                  "# HELP japlaid_searches_in_flight Searches admitted and not yet answered.\n"
+                  "# TYPE japlaid_searches_in_flight gauge\njaplaid_searches_in_flight %d\n"
                   "# HELP japlaid_uptime_seconds Seconds since the coordinator started.\n"
                   "# TYPE japlaid_uptime_seconds gauge\njaplaid_uptime_seconds %.3f\n",
                   live_parts, co->cl.n_partitions, (unsigned long long)nb,
-                  (unsigned long long)nq, (double)(jp_now_ns() - co->start_ns) / 1e9));
+                  (unsigned long long)nq, atomic_load(&co->searches_in_flight),
+                  (double)(jp_now_ns() - co->start_ns) / 1e9));
 out:
   return rc < 0 ? rc : 0;
 }

@@ -37,8 +37,18 @@ ProtobufCMessage *cop_new(struct jp_arena *a, const ProtobufCMessageDescriptor *
   return rpc_pb_new(a, d);
 }
 
+/* An admitted search leaves the in-flight count as it is answered. */
+static void cop_release(struct cop *op)
+{
+  if (op->admitted) {
+    op->admitted = 0;
+    atomic_fetch_sub(&op->co->searches_in_flight, 1);
+  }
+}
+
 void cop_fail(struct cop *op, int rc)
 {
+  cop_release(op);
   if (rc >= 0) rc = jp_err(JP_EINTERNAL, "operation failed without an error code");
   snprintf(op->err, sizeof op->err, "%s", jp_errmsg(rc));
   op->rc = rc;
@@ -48,6 +58,7 @@ void cop_fail(struct cop *op, int rc)
 
 void cop_finish(struct cop *op, ProtobufCMessage *resp)
 {
+  cop_release(op);
   op->rc = 0;
   op->err[0] = '\0';
   op->resp = resp;
