@@ -360,7 +360,6 @@ int api_parse_delete(const char *body, size_t len, struct jp_arena *a,
                      Japlaid__V1__DeleteRequest **out);
 /* Render a finished operation's response as JSON (single: "query" form). */
 int api_render(const struct cop *op, int single, struct jp_buf *out);
-int api_render_coverage(const Japlaid__V1__Coverage *c, struct jp_buf *out);
 /* GET /healthz body; returns 1 when every partition has a live replica. */
 int api_render_healthz(struct coord *co, struct jp_buf *out);
 /* Replica states (for /v1/stats). */

@@ -18,6 +18,7 @@
 
 #include "index/part.h"
 #include "rpc/limits.h"
+#include "rpc/pbjson.h"
 #include "rpc/status.h"
 #include "util/err.h"
 
@@ -467,43 +468,6 @@ out:
     if ((rc = (x)) < 0) return rc;  \
   } while (0)
 
-static int put_str(struct jp_buf *b, const char *s) { return jp_buf_json_str(b, s, strlen(s)); }
-
-static int put_double(struct jp_buf *b, double v)
-{
-  if (!isfinite(v)) return jp_buf_puts(b, "null");
-  return jp_buf_printf(b, "%.17g", v);
-}
-
-/* Metadata text as a JSON value: the object itself, null when empty; a
- * text that does not parse (it never should: it was checked when written)
- * becomes a string rather than breaking the whole answer. */
-static int put_metadata(struct jp_buf *b, const char *m)
-{
-  if (!m || !*m) return jp_buf_puts(b, "null");
-  json_error_t e;
-  json_t *j = json_loads(m, JSON_DECODE_ANY, &e);
-  int ok = j != NULL;
-  json_decref(j);
-  return ok ? jp_buf_puts(b, m) : put_str(b, m);
-}
-
-int api_render_coverage(const Japlaid__V1__Coverage *c, struct jp_buf *b)
-{
-  int rc;
-  P(jp_buf_printf(b, "{\"partitions_total\":%u,\"partitions_answered\":%u,\"failed\":[",
-                  c ? c->partitions_total : 0, c ? c->partitions_answered : 0));
-  for (size_t i = 0; c && i < c->n_failed; i++) {
-    const Japlaid__V1__PartitionFailure *f = c->failed[i];
-    P(jp_buf_printf(b, "%s{\"partition\":%u,\"reason\":", i ? "," : "", f->partition));
-    P(put_str(b, f->reason));
-    P(jp_buf_printf(b, ",\"code\":%d,\"address\":", f->code));
-    P(put_str(b, f->address));
-    P(jp_buf_putc(b, '}'));
-  }
-  return jp_buf_puts(b, "]}");
-}
-
 static int render_hits(const Japlaid__V1__QueryHits *qh, struct jp_buf *b)
 {
   int rc;
@@ -511,14 +475,14 @@ static int render_hits(const Japlaid__V1__QueryHits *qh, struct jp_buf *b)
   for (size_t i = 0; qh && i < qh->n_hits; i++) {
     const Japlaid__V1__Hit *h = qh->hits[i];
     P(jp_buf_puts(b, i ? ",{\"content\":" : "{\"content\":"));
-    P(put_str(b, h->content));
+    P(jp_pbjson_str(b, h->content));
     P(jp_buf_puts(b, ",\"score\":"));
     P(jp_buf_json_float(b, h->score));
     P(jp_buf_printf(b, ",\"rank\":%u,\"document_id\":", h->rank));
-    P(put_str(b, h->document_id));
+    P(jp_pbjson_str(b, h->document_id));
     P(jp_buf_printf(b, ",\"passage_id\":%llu,\"document_metadata\":",
                     (unsigned long long)h->passage_id));
-    P(put_metadata(b, h->document_metadata));
+    P(jp_pbjson_json_text(b, h->document_metadata));
     P(jp_buf_putc(b, '}'));
   }
   return jp_buf_putc(b, ']');
@@ -539,7 +503,7 @@ static int render_search(const Japlaid__V1__SearchResponse *r, int single, struc
     P(jp_buf_putc(b, ']'));
   }
   P(jp_buf_puts(b, ",\"coverage\":"));
-  P(api_render_coverage(r->coverage, b));
+  P(jp_pbjson_coverage(b, r->coverage));
   return jp_buf_printf(b, ",\"degraded\":%s}", r->degraded ? "true" : "false");
 }
 
@@ -550,7 +514,7 @@ static int render_rerank(const Japlaid__V1__RerankResponse *r, struct jp_buf *b)
   for (size_t i = 0; i < r->n_hits; i++) {
     const Japlaid__V1__RerankHit *h = r->hits[i];
     P(jp_buf_puts(b, i ? ",{\"content\":" : "{\"content\":"));
-    P(put_str(b, h->content));
+    P(jp_pbjson_str(b, h->content));
     P(jp_buf_puts(b, ",\"score\":"));
     P(jp_buf_json_float(b, h->score));
     P(jp_buf_printf(b, ",\"rank\":%u,\"result_index\":%u}", h->rank, h->result_index));
@@ -562,7 +526,7 @@ static int render_encode(const Japlaid__V1__EncodeResponse *r, struct jp_buf *b)
 {
   int rc;
   P(jp_buf_puts(b, "{\"model_identity\":"));
-  P(put_str(b, r->model_identity));
+  P(jp_pbjson_str(b, r->model_identity));
   P(jp_buf_puts(b, ",\"embeddings\":["));
   for (size_t i = 0; i < r->n_embeddings; i++) {
     const Japlaid__V1__Embedding *e = r->embeddings[i];
@@ -582,38 +546,6 @@ static int render_encode(const Japlaid__V1__EncodeResponse *r, struct jp_buf *b)
   return jp_buf_puts(b, "]}");
 }
 
-static int render_pstats(const Japlaid__V1__PartitionStats *s, struct jp_buf *b)
-{
-  int rc;
-  P(jp_buf_printf(b, "{\"partition_id\":%u,\"n_partitions\":%u,\"model_name\":", s->partition_id,
-                  s->n_partitions));
-  P(put_str(b, s->model_name));
-  P(jp_buf_puts(b, ",\"model_identity\":"));
-  P(put_str(b, s->model_identity));
-  P(jp_buf_puts(b, ",\"codebook_hash\":"));
-  P(put_str(b, s->codebook_hash));
-  P(jp_buf_printf(b, ",\"dim\":%u,\"nbits\":%u,\"ncentroids\":%u,\"n_passages\":%llu,"
-                  "\"n_documents\":%llu,\"n_embeddings\":%llu,\"total_bytes\":%llu,"
-                  "\"bytes_per_embedding\":",
-                  s->dim, s->nbits, s->ncentroids, (unsigned long long)s->n_passages,
-                  (unsigned long long)s->n_documents, (unsigned long long)s->n_embeddings,
-                  (unsigned long long)s->total_bytes));
-  P(put_double(b, s->bytes_per_embedding));
-  P(jp_buf_puts(b, ",\"codebook_drift\":"));
-  P(put_double(b, s->codebook_drift));
-  P(jp_buf_puts(b, ",\"column_families\":{"));
-  for (size_t i = 0; i < s->n_column_families; i++) {
-    if (i) P(jp_buf_putc(b, ','));
-    P(put_str(b, s->column_families[i]->name));
-    P(jp_buf_printf(b, ":%llu", (unsigned long long)s->column_families[i]->bytes));
-  }
-  P(jp_buf_puts(b, "},\"settings\":"));
-  P(put_metadata(b, s->settings_json));
-  P(jp_buf_puts(b, ",\"uptime_s\":"));
-  P(put_double(b, s->uptime_s));
-  return jp_buf_printf(b, ",\"requests_total\":%llu}", (unsigned long long)s->requests_total);
-}
-
 static const char *state_name(const struct replica_view *v)
 {
   if (v->check == CHECK_REFUSED) return "refused";
@@ -631,11 +563,11 @@ int api_render_replicas(struct coord *co, struct jp_buf *b)
       cluster_view(&co->cl, p, r, &v);
       P(jp_buf_printf(b, "%s{\"partition\":%d,\"address\":", first ? "" : ",", p));
       first = 0;
-      P(put_str(b, co->cl.parts[p].replicas[r].addr));
+      P(jp_pbjson_str(b, co->cl.parts[p].replicas[r].addr));
       P(jp_buf_printf(b, ",\"state\":\"%s\",\"reason\":", state_name(&v)));
-      P(put_str(b, v.reason));
+      P(jp_pbjson_str(b, v.reason));
       P(jp_buf_puts(b, ",\"codebook\":"));
-      P(put_str(b, v.codebook));
+      P(jp_pbjson_str(b, v.codebook));
       P(jp_buf_printf(b, ",\"outstanding\":%d}", v.outstanding));
     }
   return jp_buf_putc(b, ']');
@@ -645,21 +577,21 @@ static int render_stats(struct coord *co, const Japlaid__V1__StatsResponse *r, s
 {
   int rc;
   P(jp_buf_puts(b, "{\"model_name\":"));
-  P(put_str(b, r->model_name));
+  P(jp_pbjson_str(b, r->model_name));
   P(jp_buf_puts(b, ",\"model_identity\":"));
-  P(put_str(b, r->model_identity));
+  P(jp_pbjson_str(b, r->model_identity));
   P(jp_buf_printf(b, ",\"dim\":%u,\"n_documents\":%llu,\"n_passages\":%llu,\"n_embeddings\":%llu,"
                   "\"total_bytes\":%llu,\"coverage\":",
                   r->dim, (unsigned long long)r->n_documents, (unsigned long long)r->n_passages,
                   (unsigned long long)r->n_embeddings, (unsigned long long)r->total_bytes));
-  P(api_render_coverage(r->coverage, b));
+  P(jp_pbjson_coverage(b, r->coverage));
   P(jp_buf_puts(b, ",\"partitions\":["));
   for (size_t i = 0; i < r->n_partitions; i++) {
     const Japlaid__V1__PartitionReport *pr = r->partitions[i];
     P(jp_buf_printf(b, "%s{\"partition\":%u,\"address\":", i ? "," : "", pr->partition));
-    P(put_str(b, pr->address));
+    P(jp_pbjson_str(b, pr->address));
     P(jp_buf_puts(b, ",\"stats\":"));
-    if (pr->stats) P(render_pstats(pr->stats, b));
+    if (pr->stats) P(jp_pbjson_partition_stats(b, pr->stats));
     else P(jp_buf_puts(b, "null"));
     P(jp_buf_putc(b, '}'));
   }
@@ -674,12 +606,12 @@ int api_render(const struct cop *op, int single, struct jp_buf *b)
   if (op->rc < 0) {
     grpc_status_code st = rpc_status_from_err(op->rc);
     P(jp_buf_puts(b, "{\"error\":"));
-    P(put_str(b, op->err));
+    P(jp_pbjson_str(b, op->err));
     P(jp_buf_printf(b, ",\"code\":\"%s\",\"status\":%d", rpc_status_name(st),
                     api_http_status(op->rc)));
     if (op->coverage) {
       P(jp_buf_puts(b, ",\"coverage\":"));
-      P(api_render_coverage(op->coverage, b));
+      P(jp_pbjson_coverage(b, op->coverage));
     }
     return jp_buf_putc(b, '}');
   }
@@ -691,13 +623,13 @@ int api_render(const struct cop *op, int single, struct jp_buf *b)
     const Japlaid__V1__UpsertResponse *r = (const Japlaid__V1__UpsertResponse *)op->resp;
     P(jp_buf_printf(b, "{\"n_documents\":%u,\"n_passages\":%u,\"coverage\":", r->n_documents,
                     r->n_passages));
-    P(api_render_coverage(r->coverage, b));
+    P(jp_pbjson_coverage(b, r->coverage));
     return jp_buf_putc(b, '}');
   }
   case COP_DELETE: {
     const Japlaid__V1__DeleteResponse *r = (const Japlaid__V1__DeleteResponse *)op->resp;
     P(jp_buf_printf(b, "{\"n_deleted\":%u,\"coverage\":", r->n_deleted));
-    P(api_render_coverage(r->coverage, b));
+    P(jp_pbjson_coverage(b, r->coverage));
     return jp_buf_putc(b, '}');
   }
   case COP_STATS: return render_stats(op->co, (const Japlaid__V1__StatsResponse *)op->resp, b);

@@ -16,6 +16,7 @@
  * eval` shares. */
 #include "cli.h"
 #include "remote.h"
+#include "rpc/pbjson.h"
 #include "index/build.h"
 #include "index/store.h"
 #include "model/model.h"
@@ -255,7 +256,7 @@ static int remote_chunk(struct remote_search *rs, struct query *qs, int n)
   if (resp->degraded) {
     remote_warn_partial("search", resp->coverage);
     rc = jp_buf_puts(&rs->extra, ",\"degraded\":true,\"coverage\":");
-    if (!rc) rc = remote_render_coverage(&rs->extra, resp->coverage);
+    if (!rc) rc = jp_pbjson_coverage(&rs->extra, resp->coverage);
   }
   for (int i = 0; i < n && !rc; i++) {
     const Japlaid__V1__QueryHits *qh = resp->results[i];

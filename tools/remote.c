@@ -17,6 +17,7 @@
 #include "cli.h"
 #include "rpc/client.h"
 #include "rpc/limits.h"
+#include "rpc/pbjson.h"
 #include "rpc/status.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -151,77 +152,6 @@ void remote_free(ProtobufCMessage *m)
     if ((rc = (x)) < 0) return rc; \
   } while (0)
 
-static int put_str(struct jp_buf *b, const char *s)
-{
-  return jp_buf_json_str(b, s ? s : "", s ? strlen(s) : 0);
-}
-
-static int put_double(struct jp_buf *b, double v)
-{
-  if (!isfinite(v)) return jp_buf_puts(b, "null");
-  return jp_buf_printf(b, "%.17g", v);
-}
-
-/* JSON object text as a value: null when empty; text that does not parse
- * becomes a string rather than breaking the whole answer. */
-static int put_json_text(struct jp_buf *b, const char *m)
-{
-  if (!m || !*m) return jp_buf_puts(b, "null");
-  json_error_t e;
-  json_t *j = json_loads(m, JSON_DECODE_ANY, &e);
-  int ok = j != NULL;
-  json_decref(j);
-  return ok ? jp_buf_puts(b, m) : put_str(b, m);
-}
-
-int remote_render_coverage(struct jp_buf *b, const Japlaid__V1__Coverage *c)
-{
-  int rc;
-  P(jp_buf_printf(b, "{\"partitions_total\":%u,\"partitions_answered\":%u,\"failed\":[",
-                  c ? c->partitions_total : 0, c ? c->partitions_answered : 0));
-  for (size_t i = 0; c && i < c->n_failed; i++) {
-    const Japlaid__V1__PartitionFailure *f = c->failed[i];
-    P(jp_buf_printf(b, "%s{\"partition\":%u,\"reason\":", i ? "," : "", f->partition));
-    P(put_str(b, f->reason));
-    P(jp_buf_printf(b, ",\"code\":%d,\"address\":", f->code));
-    P(put_str(b, f->address));
-    P(jp_buf_putc(b, '}'));
-  }
-  return jp_buf_puts(b, "]}");
-}
-
-static int render_pstats(struct jp_buf *b, const Japlaid__V1__PartitionStats *s)
-{
-  int rc;
-  P(jp_buf_printf(b, "{\"partition_id\":%u,\"n_partitions\":%u,\"model_name\":", s->partition_id,
-                  s->n_partitions));
-  P(put_str(b, s->model_name));
-  P(jp_buf_puts(b, ",\"model_identity\":"));
-  P(put_str(b, s->model_identity));
-  P(jp_buf_puts(b, ",\"codebook_hash\":"));
-  P(put_str(b, s->codebook_hash));
-  P(jp_buf_printf(b, ",\"dim\":%u,\"nbits\":%u,\"ncentroids\":%u,\"n_passages\":%llu,"
-                  "\"n_documents\":%llu,\"n_embeddings\":%llu,\"total_bytes\":%llu,"
-                  "\"bytes_per_embedding\":",
-                  s->dim, s->nbits, s->ncentroids, (unsigned long long)s->n_passages,
-                  (unsigned long long)s->n_documents, (unsigned long long)s->n_embeddings,
-                  (unsigned long long)s->total_bytes));
-  P(put_double(b, s->bytes_per_embedding));
-  P(jp_buf_puts(b, ",\"codebook_drift\":"));
-  P(put_double(b, s->codebook_drift));
-  P(jp_buf_puts(b, ",\"column_families\":{"));
-  for (size_t i = 0; i < s->n_column_families; i++) {
-    if (i) P(jp_buf_putc(b, ','));
-    P(put_str(b, s->column_families[i]->name));
-    P(jp_buf_printf(b, ":%llu", (unsigned long long)s->column_families[i]->bytes));
-  }
-  P(jp_buf_puts(b, "},\"settings\":"));
-  P(put_json_text(b, s->settings_json));
-  P(jp_buf_puts(b, ",\"uptime_s\":"));
-  P(put_double(b, s->uptime_s));
-  return jp_buf_printf(b, ",\"requests_total\":%llu}", (unsigned long long)s->requests_total);
-}
-
 const char *remote_replica_state_name(Japlaid__V1__ReplicaState s)
 {
   switch (s) {
@@ -237,21 +167,21 @@ int remote_render_stats(struct jp_buf *b, const Japlaid__V1__StatsResponse *r)
 {
   int rc;
   P(jp_buf_puts(b, "{\"model_name\":"));
-  P(put_str(b, r->model_name));
+  P(jp_pbjson_str(b, r->model_name));
   P(jp_buf_puts(b, ",\"model_identity\":"));
-  P(put_str(b, r->model_identity));
+  P(jp_pbjson_str(b, r->model_identity));
   P(jp_buf_printf(b, ",\"dim\":%u,\"n_documents\":%llu,\"n_passages\":%llu,\"n_embeddings\":%llu,"
                   "\"total_bytes\":%llu,\"coverage\":",
                   r->dim, (unsigned long long)r->n_documents, (unsigned long long)r->n_passages,
                   (unsigned long long)r->n_embeddings, (unsigned long long)r->total_bytes));
-  P(remote_render_coverage(b, r->coverage));
+  P(jp_pbjson_coverage(b, r->coverage));
   P(jp_buf_puts(b, ",\"partitions\":["));
   for (size_t i = 0; i < r->n_partitions; i++) {
     const Japlaid__V1__PartitionReport *pr = r->partitions[i];
     P(jp_buf_printf(b, "%s{\"partition\":%u,\"address\":", i ? "," : "", pr->partition));
-    P(put_str(b, pr->address));
+    P(jp_pbjson_str(b, pr->address));
     P(jp_buf_puts(b, ",\"stats\":"));
-    if (pr->stats) P(render_pstats(b, pr->stats));
+    if (pr->stats) P(jp_pbjson_partition_stats(b, pr->stats));
     else P(jp_buf_puts(b, "null"));
     P(jp_buf_putc(b, '}'));
   }
@@ -259,11 +189,11 @@ int remote_render_stats(struct jp_buf *b, const Japlaid__V1__StatsResponse *r)
   for (size_t i = 0; i < r->n_replicas; i++) {
     const Japlaid__V1__ReplicaStatus *s = r->replicas[i];
     P(jp_buf_printf(b, "%s{\"partition\":%u,\"address\":", i ? "," : "", s->partition));
-    P(put_str(b, s->address));
+    P(jp_pbjson_str(b, s->address));
     P(jp_buf_printf(b, ",\"state\":\"%s\",\"reason\":", remote_replica_state_name(s->state)));
-    P(put_str(b, s->reason));
+    P(jp_pbjson_str(b, s->reason));
     P(jp_buf_puts(b, ",\"codebook\":"));
-    P(put_str(b, s->codebook));
+    P(jp_pbjson_str(b, s->codebook));
     P(jp_buf_printf(b, ",\"outstanding\":%u}", s->outstanding));
   }
   return jp_buf_puts(b, "]}");

@@ -69,10 +69,6 @@ int remote_call(remote *r, const char *method, const ProtobufCMessage *req,
                 const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp);
 void remote_free(ProtobufCMessage *m);              /* NULL is a no-op */
 
-/* {"partitions_total","partitions_answered","failed":[{"partition",
- * "reason","code","address"}]} as the coordinator's HTTP API writes it. */
-int remote_render_coverage(struct jp_buf *b, const Japlaid__V1__Coverage *c);
-
 /* The cluster's stats as GET /v1/stats writes them (model, totals,
  * coverage, partitions with their shard stats, replicas), one JSON object
  * without a newline. */
