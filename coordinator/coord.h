@@ -293,6 +293,11 @@ int cop_check_search(const Japlaid__V1__SearchRequest *r);
 ProtobufCMessage *cop_new(struct jp_arena *a, const ProtobufCMessageDescriptor *d);
 /* Deadline for the shard calls of op: its own minus a small reserve. */
 uint64_t cop_shard_deadline(const struct cop *op);
+/* Send req to every partition (method, with the op's shard deadline) and
+ * call done when all have answered or failed. JP_ENOMEM before anything is
+ * sent; done is then not called. */
+int cop_fan_all(struct cop *op, const char *method, const ProtobufCMessageDescriptor *resp_desc,
+                const ProtobufCMessage *req, void (*done)(struct fan *f));
 /* "partition 1: <reason>; ..." for the failed slots of f. */
 void cop_failures_line(const struct fan *f, char *out, size_t cap);
 /* JP_EINVAL / JP_ETOOBIG when a shard refused the request itself, else 0. */

@@ -178,3 +178,27 @@ ProtobufCMessage *cop_copy_msg(struct jp_arena *a, const ProtobufCMessage *m)
   if (rpc_pb_unpack(buf, n, m->descriptor, &al, &out) < 0) return NULL;
   return out;
 }
+
+int cop_fan_all(struct cop *op, const char *method, const ProtobufCMessageDescriptor *resp_desc,
+                const ProtobufCMessage *req, void (*done)(struct fan *f))
+{
+  struct coord *co = op->co;
+  struct fan *f = &op->fan;
+  memset(f, 0, sizeof *f);
+  f->co = co;
+  f->method = method;
+  f->resp_desc = resp_desc;
+  f->deadline_ns = cop_shard_deadline(op);
+  f->parent = op->parent;
+  f->n = co->cl.n_partitions;
+  f->slots = jp_arena_calloc(op->arena, (size_t)f->n, sizeof *f->slots);
+  f->done = done;
+  f->ud = op;
+  if (!f->slots) return jp_err(JP_ENOMEM, "fan-out");
+  for (int p = 0; p < f->n; p++) {
+    f->slots[p].partition = p;
+    f->slots[p].req = req;
+  }
+  fan_start(f);
+  return 0;
+}

@@ -288,26 +288,8 @@ fail:
 
 void cop_stats(struct cop *op)
 {
-  struct coord *co = op->co;
   static Japlaid__V1__ShardStatsRequest sreq = JAPLAID__V1__SHARD_STATS_REQUEST__INIT;
-  struct fan *f = &op->fan;
-  memset(f, 0, sizeof *f);
-  f->co = co;
-  f->method = "/japlaid.v1.Shard/Stats";
-  f->resp_desc = &japlaid__v1__shard_stats_response__descriptor;
-  f->deadline_ns = cop_shard_deadline(op);
-  f->parent = op->parent;
-  f->n = co->cl.n_partitions;
-  f->slots = jp_arena_calloc(op->arena, (size_t)f->n, sizeof *f->slots);
-  f->done = stats_fanned;
-  f->ud = op;
-  if (!f->slots) {
-    cop_fail(op, jp_err(JP_ENOMEM, "fan-out"));
-    return;
-  }
-  for (int p = 0; p < f->n; p++) {
-    f->slots[p].partition = p;
-    f->slots[p].req = &sreq.base;
-  }
-  fan_start(f);
+  int rc = cop_fan_all(op, "/japlaid.v1.Shard/Stats", &japlaid__v1__shard_stats_response__descriptor,
+                       &sreq.base, stats_fanned);
+  if (rc < 0) cop_fail(op, rc);
 }

@@ -228,26 +228,9 @@ static void search_encoded(struct qenc *q, int rc, const char *err)
   sr->filters = st->r->filters;
   sr->model_identity = (char *)co->mi->identity;
 
-  struct fan *f = &op->fan;
-  memset(f, 0, sizeof *f);
-  f->co = co;
-  f->method = "/japlaid.v1.Shard/Search";
-  f->resp_desc = &japlaid__v1__shard_search_response__descriptor;
-  f->deadline_ns = cop_shard_deadline(op);
-  f->parent = op->parent;
-  f->n = co->cl.n_partitions;
-  f->slots = jp_arena_calloc(op->arena, (size_t)f->n, sizeof *f->slots);
-  f->done = search_fanned;
-  f->ud = op;
-  if (!f->slots) {
-    cop_fail(op, jp_err(JP_ENOMEM, "fan-out"));
-    return;
-  }
-  for (int p = 0; p < f->n; p++) {
-    f->slots[p].partition = p;
-    f->slots[p].req = &sr->base;
-  }
-  fan_start(f);
+  rc = cop_fan_all(op, "/japlaid.v1.Shard/Search", &japlaid__v1__shard_search_response__descriptor,
+                   &sr->base, search_fanned);
+  if (rc < 0) cop_fail(op, rc);
 }
 
 void cop_search(struct cop *op)

@@ -361,7 +361,7 @@ int ix_encode_run(struct ix_ctx *c)
   struct ix_reader r;
   struct batch b;
   uint64_t global = 0, *sums;
-  int n, rc = 0, todo = 0;
+  int n, rc = 0, remaining = 0;
 
   memset(&ep, 0, sizeof ep);
   memset(&b, 0, sizeof b);
@@ -383,16 +383,17 @@ int ix_encode_run(struct ix_ctx *c)
     if (ch->done) {
       for (int p = 0; p < P; p++) ep.done += ch->pass[p];
     } else {
-      todo++;
+      remaining++;
     }
   }
   if (c->resumed) {
     IX_TRY(c, clean_unfinished(c));
     if (s->n_chunks)
-      JP_LOG_INFO("rank %d: %d of %d chunks already done", c->rank, s->n_chunks - todo, s->n_chunks);
+      JP_LOG_INFO("rank %d: %d of %d chunks already done", c->rank, s->n_chunks - remaining,
+                  s->n_chunks);
   }
   IX_TRY(c, ix_prog_begin(c, "encode", "passages", c->plan.n_passages, TAG_ENCODE, &ep.pr));
-  if (todo) {
+  if (remaining) {
     IX_TRY(c, ix_encoder_init(&en, c->model));
     IX_TRY(c, ix_reader_open(&r, c, enc_want, &ep));
     r.quiet_bad = 1;
